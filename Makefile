@@ -1,0 +1,34 @@
+# Two entry points: `make test` and `make demo`. Both create/refresh the project venv first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= out/demo
+
+.PHONY: venv test demo lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch 2.13.0 first: that exact pin is a local CPU wheel; any other spec pulls GBs of CUDA packages.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# torchvision & co. only exist as CUDA builds here and break transformers' image processors.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+demo: $(STAMP)
+	$(BIN)/mgpo demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

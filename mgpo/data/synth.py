@@ -1,0 +1,242 @@
+"""A V*-like synthetic high-resolution set, a multi-image grounding set and a counting set.
+
+Multiple choice (`synth_choice_sample`): a large cluttered image with several framed "tags"; the question is
+about the ONE tag with a red frame. The red frame stays visible after the image is shrunk to a small pixel
+budget (so the region can be found), but what answers the question does not: a thin glyph, 2-px stripes or
+tiny dots blur away at ~4x downscale and are plain in an enlarged crop. Distractor tags in other frame
+colours carry other answers, so a crop of the wrong tag answers wrong. The true box is kept for evaluation.
+Everything is a pure function of (seed, index).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from mgpo.boxes import Box
+from mgpo.templates import LETTERS
+
+GLYPHS = "ACEFHKLMNPRTUVWXYZ2345789"
+STRIPES = ("horizontal", "vertical", "diagonal rising", "diagonal falling")
+DOT_COUNTS = ("1", "2", "3", "4", "5")
+TARGET_FRAME = (230, 20, 20)
+DISTRACTOR_FRAMES = ((20, 90, 230), (20, 170, 60), (230, 170, 20), (140, 40, 200))
+KINDS = ("glyph", "stripes", "dots")
+QUESTIONS = {
+    "glyph": "What character is printed on the tag with the red frame?",
+    "stripes": "Which way do the stripes on the tag with the red frame run?",
+    "dots": "How many dots are on the tag with the red frame?",
+}
+
+
+@dataclass(frozen=True)
+class SynthKnobs:
+    """What shapes the multiple-choice set. Defaults: detail unreadable at 256*28*28 pixels, readable in a crop."""
+
+    min_side: int = 1536  # original image sides are drawn from [min_side, max_side]
+    max_side: int = 2048
+    tag_size: int = 64  # side of a tag in original pixels (frame included)
+    frame: int = 7  # frame thickness: thick enough to survive the downscale
+    distractors: int = 3  # other tags with other frame colours
+    clutter: int = 150  # background shapes
+    options: int = 4  # choices per question (2..5)
+    kinds: tuple[str, ...] = KINDS
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 256 <= self.min_side <= self.max_side <= 8192:
+            problems.append(f"need 256 <= min_side <= max_side <= 8192, got {self.min_side}..{self.max_side}")
+        if not 24 <= self.tag_size <= self.min_side // 4:
+            problems.append(f"tag_size must be in 24..min_side/4, got {self.tag_size}")
+        if not 2 <= self.options <= 5:
+            problems.append(f"options must be 2..5, got {self.options}")
+        if not set(self.kinds) <= set(KINDS) or not self.kinds:
+            problems.append(f"kinds must be a non-empty subset of {KINDS}, got {self.kinds}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class SynthSample:
+    """A generated sample before it is stored: pixels, question, choices, answer letter, hidden box."""
+
+    images: tuple[Image.Image, ...]
+    question: str
+    choices: tuple[str, ...]
+    answer: str
+    target_box: Box | None
+    category: str
+    points: tuple[tuple[float, float], ...] = ()
+
+
+def _rng(seed: int, index: int, salt: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, salt])
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    # Muted colours only: nothing in the clutter may look like the red target frame.
+    r, g, b = (int(v) for v in rng.integers(40, 200, size=3))
+    if r > g + 60 and r > b + 60:
+        r = (g + b) // 2
+    return r, g, b
+
+
+def _background(width: int, height: int, clutter: int, rng: np.random.Generator) -> Image.Image:
+    top, bottom = rng.integers(120, 230, size=3), rng.integers(120, 230, size=3)
+    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    pixels = (top * (1 - ramp) + bottom * ramp) + rng.normal(0, 6, size=(height, 1, 3))
+    pixels = np.broadcast_to(pixels, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(clutter):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        w, h = (int(v) for v in rng.integers(20, max(40, width // 8), size=2))
+        shape = int(rng.integers(0, 3))
+        if shape == 0:
+            draw.rectangle((x, y, x + w, y + h), fill=_colour(rng))
+        elif shape == 1:
+            draw.ellipse((x, y, x + w, y + h), fill=_colour(rng))
+        else:
+            draw.line((x, y, x + w, y + h), fill=_colour(rng), width=int(rng.integers(2, 8)))
+    return image
+
+
+def _draw_detail(tag: Image.Image, kind: str, value: str, inner: int, rng: np.random.Generator) -> None:
+    draw = ImageDraw.Draw(tag)
+    size = tag.width
+    if kind == "glyph":
+        font = _font(int(size * 0.55))
+        draw.text((size / 2, size / 2), value, fill=(0, 0, 0), font=font, anchor="mm")
+    elif kind == "stripes":
+        period = 4  # 2-px black, 2-px white: averages to grey after a 4x downscale
+        for k in range(-size, 2 * size, period):
+            if value == "horizontal":
+                draw.rectangle((0, k, size, k + 1), fill=(0, 0, 0))
+            elif value == "vertical":
+                draw.rectangle((k, 0, k + 1, size), fill=(0, 0, 0))
+            elif value == "diagonal rising":
+                draw.line((k, size, k + size, 0), fill=(0, 0, 0), width=2)
+            else:
+                draw.line((k, 0, k + size, size), fill=(0, 0, 0), width=2)
+    else:
+        radius = max(2, size // 20)
+        cells = [(i, j) for i in range(3) for j in range(3)]
+        for c in rng.permutation(len(cells))[: int(value)]:
+            cx = inner + (cells[c][0] + 0.5) * (size - 2 * inner) / 3
+            cy = inner + (cells[c][1] + 0.5) * (size - 2 * inner) / 3
+            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=(0, 0, 0))
+
+
+def _tag(
+    kind: str, value: str, frame_colour: tuple[int, int, int], knobs: SynthKnobs, rng: np.random.Generator
+) -> Image.Image:
+    size = knobs.tag_size
+    tag = Image.new("RGB", (size, size), (245, 245, 245))
+    _draw_detail(tag, kind, value, knobs.frame + 2, rng)
+    ImageDraw.Draw(tag).rectangle((0, 0, size - 1, size - 1), outline=frame_colour, width=knobs.frame)
+    return tag
+
+
+def _values(kind: str) -> tuple[str, ...]:
+    return {"glyph": tuple(GLYPHS), "stripes": STRIPES, "dots": DOT_COUNTS}[kind]
+
+
+def _place(width: int, height: int, size: int, taken: list[Box], rng: np.random.Generator) -> Box:
+    """A free spot for a tag, away from the border and from the other tags."""
+    margin = size
+    for _ in range(200):
+        x = float(rng.integers(margin, width - margin - size))
+        y = float(rng.integers(margin, height - margin - size))
+        box = Box(x, y, x + size, y + size)
+        if all(
+            box.x2 + size < t.x1 or t.x2 + size < box.x1 or box.y2 + size < t.y1 or t.y2 + size < box.y1
+            for t in taken
+        ):
+            return box
+    return box
+
+
+def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:
+    """The `index`-th multiple-choice sample of the set `seed`."""
+    rng = _rng(seed, index, 0)
+    width, height = (int(v) for v in rng.integers(knobs.min_side, knobs.max_side + 1, size=2))
+    image = _background(width, height, knobs.clutter, rng)
+    kind = knobs.kinds[int(rng.integers(0, len(knobs.kinds)))]
+    values = _values(kind)
+    n_options = min(knobs.options, len(values))
+    picked = [values[i] for i in rng.permutation(len(values))[:n_options]]
+    answer_value = picked[0]
+    taken: list[Box] = []
+    target_box = _place(width, height, knobs.tag_size, taken, rng)
+    taken.append(target_box)
+    image.paste(_tag(kind, answer_value, TARGET_FRAME, knobs, rng), (int(target_box.x1), int(target_box.y1)))
+    # Distractors carry the wrong options first, so cropping the wrong tag gives a wrong answer.
+    for d in range(knobs.distractors):
+        value = picked[1 + d % (n_options - 1)] if n_options > 1 else answer_value
+        frame = DISTRACTOR_FRAMES[d % len(DISTRACTOR_FRAMES)]
+        box = _place(width, height, knobs.tag_size, taken, rng)
+        taken.append(box)
+        image.paste(_tag(kind, value, frame, knobs, rng), (int(box.x1), int(box.y1)))
+    order = rng.permutation(n_options)
+    choices = tuple(picked[i] for i in order)
+    answer = LETTERS[int(np.where(order == 0)[0][0])]
+    return SynthSample((image,), QUESTIONS[kind], choices, answer, target_box, kind)
+
+
+def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:
+    """2-4 images; the tag with a given glyph is in one of them. Answer: image number + box (0-1 of it)."""
+    rng = _rng(seed, index, 1)
+    n_images = int(rng.integers(2, 5))
+    glyphs = [GLYPHS[i] for i in rng.permutation(len(GLYPHS))[:n_images]]
+    target = int(rng.integers(0, n_images))
+    images, target_box = [], None
+    for i in range(n_images):
+        side = int(rng.integers(448, 897))
+        image = _background(side, side, knobs.clutter // 4, rng)
+        box = _place(side, side, knobs.tag_size, [], rng)
+        image.paste(_tag("glyph", glyphs[i], TARGET_FRAME, knobs, rng), (int(box.x1), int(box.y1)))
+        if i == target:
+            target_box = Box(box.x1 / side, box.y1 / side, box.x2 / side, box.y2 / side)
+        images.append(image)
+    question = f"Which image has the tag printed with the character {glyphs[target]}, and where is that tag?"
+    return SynthSample(tuple(images), question, (), str(target + 1), target_box, "multi_image_grounding")
+
+
+def synth_counting_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:
+    """A cluttered image with 1-9 red discs; answer: the count; points: their centres (original pixels)."""
+    rng = _rng(seed, index, 2)
+    side = int(rng.integers(knobs.min_side // 2, knobs.max_side // 2 + 1))
+    image = _background(side, side, knobs.clutter // 2, rng)
+    draw = ImageDraw.Draw(image)
+    count = int(rng.integers(1, 10))
+    taken: list[Box] = []
+    points = []
+    radius = knobs.tag_size // 3
+    for _ in range(count):
+        box = _place(side, side, 2 * radius, taken, rng)
+        taken.append(box)
+        draw.ellipse(tuple(box), fill=TARGET_FRAME)
+        points.append(((box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2))
+    return SynthSample(
+        (image,), "How many red discs are in the image?", (), str(count), None, "counting", tuple(points)
+    )
+
+
+def corpus() -> list[str]:
+    """The set's vocabulary, for training the small tokenizer."""
+    texts = list(QUESTIONS.values()) + list(STRIPES) + list(GLYPHS) + list(DOT_COUNTS)
+    texts += ["Which image has the tag printed with the character X, and where is that tag?"]
+    texts += ["How many red discs are in the image?", "<think> </think> <answer> </answer>"]
+    return texts + [f"The tag with the red frame shows {v}." for v in STRIPES + tuple(GLYPHS)]
+
+
+def downscale_factor(width: int, height: int, max_pixels: int) -> float:
+    """How much an original shrinks to fit `max_pixels`: the reason the detail is lost."""
+    return math.sqrt(width * height / max_pixels)

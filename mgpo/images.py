@@ -1,0 +1,151 @@
+"""Safe image decoding and a content-addressed image store.
+
+Every image enters the system through `decode_image`: corrupt, truncated or enormous files raise `ImageError`
+with a clear message; odd modes (CMYK, palette, alpha, 16-bit, 1-bit) and EXIF rotation come out as plain RGB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# 8K x 8K: above every benchmark we read (V*, MME-RealWorld top out near 8K a side). Past this, refuse.
+MAX_IMAGE_PIXELS = 8192 * 8192
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+WHITE = (255, 255, 255)
+
+
+class ImageError(ValueError):
+    """An image that cannot be used, with the reason."""
+
+
+def content_hash(data: bytes) -> str:
+    """Hex sha256 of the encoded bytes: the image's name in the store and in every record."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale the used range to 8 bits rather than clipping everything to white.
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() if array.size and array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        lo, hi = float(array.min()), float(array.max())
+        scaled = (array - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(array)
+        image = Image.fromarray(scaled.astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels composited on white, as a viewer shows them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode encoded image bytes into an RGB image, upright per EXIF, or raise ImageError."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError(f"image file is {len(data)} bytes, over the {MAX_IMAGE_BYTES}-byte limit")
+    try:
+        with warnings.catch_warnings():
+            # PIL warns (and only errors at 2x) on bombs; we check the size ourselves before decoding.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image is {width}x{height} = {width * height} pixels, over the {max_pixels}-pixel limit "
+                    "(decompression-bomb guard)"
+                )
+            image.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"image refused by the decompression-bomb guard: {err}") from err
+    except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as err:
+        raise ImageError(f"image is corrupt, truncated or not an image: {err}") from err
+    if width == 0 or height == 0:
+        raise ImageError("image has zero width or height")
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as err:
+        raise ImageError(f"image has unreadable EXIF orientation: {err}") from err
+    return _to_rgb(image)
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Read and decode an image file; see `decode_image`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ImageError(f"cannot read image {path}: {err}") from err
+    if size > MAX_IMAGE_BYTES:
+        raise ImageError(f"image file {path} is {size} bytes, over the {MAX_IMAGE_BYTES}-byte limit")
+    return decode_image(path.read_bytes(), max_pixels)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ImageStore:
+    """Images stored once, named by the sha256 of their bytes: `root/ab/abcdef....` (a local or shared volume).
+
+    Records carry these names instead of pixels, so trajectories stay small and the learner rebuilds inputs.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def put_bytes(self, data: bytes, check: bool = True) -> str:
+        """Store encoded image bytes as given (after checking they decode); return their hash."""
+        if check:
+            decode_image(data)
+        digest = content_hash(data)
+        target = self.path(digest)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Write-then-rename so a reader never sees half a file, even with several writers.
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, target)
+        return digest
+
+    def put_file(self, path: str | os.PathLike[str]) -> str:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ImageError(f"cannot read image {path}: {err}") from err
+        return self.put_bytes(data)
+
+    def put_image(self, image: Image.Image) -> str:
+        return self.put_bytes(encode_png(image), check=False)
+
+    def get(self, digest: str) -> Image.Image:
+        """The decoded RGB image stored under `digest`, or ImageError when it is missing or damaged."""
+        path = self.path(digest)
+        if not path.exists():
+            raise ImageError(f"image {digest} is not in the store at {self.root}")
+        return load_image(path)
+
+    def __contains__(self, digest: str) -> bool:
+        return self.path(digest).exists()

@@ -1,0 +1,75 @@
+"""Token sequences built from turns, and the loss mask: only tokens the model generated carry loss.
+
+MGPO: system/user text, the injected turn-2 text and every image token are masked out, in both turns.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Source(StrEnum):
+    PROMPT = "prompt"  # the rendered first prompt
+    GENERATED = "generated"  # sampled by the policy
+    INJECTED = "injected"  # written by the system between turns (crop turn, retry turn)
+
+
+class Segment(NamedTuple):
+    source: Source
+    ids: list[int]
+    logprobs: list[float] | None = None  # behaviour logprobs, GENERATED segments only
+
+
+class Sequence(NamedTuple):
+    ids: np.ndarray  # [T] int32
+    loss_mask: np.ndarray  # [T] bool, True where the policy generated the token
+    logprobs: np.ndarray  # [T] float32 behaviour logprobs, 0.0 where loss_mask is False
+
+
+def build_sequence(segments: list[Segment], keep: bool = True) -> Sequence:
+    """Concatenate turn segments into one token sequence with its loss mask.
+
+    `keep=False` zeroes the whole mask: over-turn / over-length trajectories are masked out of the loss
+    rather than punished (MGPO's stated limitation, our multi-turn mode).
+    """
+    ids: list[int] = []
+    mask: list[bool] = []
+    logprobs: list[float] = []
+    for segment in segments:
+        generated = segment.source is Source.GENERATED
+        if generated and (segment.logprobs is None or len(segment.logprobs) != len(segment.ids)):
+            raise ValueError("a generated segment needs one behaviour logprob per token")
+        ids.extend(segment.ids)
+        mask.extend([generated and keep] * len(segment.ids))
+        logprobs.extend(segment.logprobs if generated else [0.0] * len(segment.ids))  # type: ignore[arg-type]
+    return Sequence(
+        np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=bool), np.asarray(logprobs, dtype=np.float32)
+    )
+
+
+def assistant_mask(ids: list[int], im_start: int, im_end: int, assistant_header: list[int]) -> np.ndarray:
+    """Mask of tokens inside assistant turns: after `<|im_start|>assistant\\n` up to and including <|im_end|>.
+
+    The chat template's own view of what the model says; a test oracle for `build_sequence`.
+    """
+    mask = np.zeros(len(ids), dtype=bool)
+    inside = False
+    i = 0
+    while i < len(ids):
+        if (
+            not inside
+            and ids[i] == im_start
+            and ids[i + 1 : i + 1 + len(assistant_header)] == assistant_header
+        ):
+            inside = True
+            i += 1 + len(assistant_header)
+            continue
+        if inside:
+            mask[i] = True
+            if ids[i] == im_end:
+                inside = False
+        i += 1
+    return mask

@@ -1,0 +1,175 @@
+"""Rule-based rewards: multiple choice, counting, multi-image grounding. Never raise on model text.
+
+MGPO rewards only the final answer: 1.0 when the content of the LAST \\boxed{} in the model's own text is the
+right letter (arXiv 2507.05920). Callers pass only model-generated text, never the prompt (whose template
+itself mentions \\boxed{}).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import NamedTuple
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from mgpo.boxes import MAX_REPLY_CHARS, Box, iou
+
+_BOXED = "\\boxed{"
+_LETTER = re.compile(r"^\s*(?:\\text\{\s*)?\(?\s*([A-Za-z])\s*\)?\s*[.:)]?\s*\}?\s*(?:$|\s)")
+_INT = re.compile(r"^\s*(-?\d{1,9})(?:\.0*)?\s*$")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+_POINTS_FENCE = re.compile(r"```(?:json)?\s*(\[.*?\])\s*```", re.DOTALL)
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (braces balanced), or None when there is none or it is unclosed."""
+    if len(text) > MAX_REPLY_CHARS:
+        text = text[-MAX_REPLY_CHARS:]
+    start = text.rfind(_BOXED)
+    if start == -1:
+        return None
+    depth, i = 1, start + len(_BOXED)
+    while i < len(text):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + len(_BOXED) : i]
+        i += 1
+    return None
+
+
+def choice_letter(content: str) -> str | None:
+    """'B', '(B)', 'B.', 'b', 'B) red', '\\text{B}' -> 'B'; anything else -> None."""
+    match = _LETTER.match(content)
+    return match.group(1).upper() if match else None
+
+
+def choice_reward(reply: str, answer: str) -> float:
+    """1.0 if the last \\boxed{} of `reply` names the letter `answer`, else 0.0."""
+    content = last_boxed(reply)
+    letter = choice_letter(content) if content is not None else None
+    return 1.0 if letter is not None and letter == answer.strip().upper() else 0.0
+
+
+class CountingReward(NamedTuple):
+    reward: float  # accuracy + point_weight * points
+    accuracy: float  # 1.0 if the boxed count is right
+    points: float  # share of points matched within the radius (0.0 when not asked for)
+
+
+def boxed_count(reply: str) -> int | None:
+    content = last_boxed(reply)
+    match = _INT.match(content) if content is not None else None
+    return int(match.group(1)) if match else None
+
+
+def parse_points(reply: str) -> list[tuple[float, float]]:
+    """Points from the last fenced JSON list of {"point_2d": [x, y]}; malformed entries are skipped."""
+    blocks = _POINTS_FENCE.findall(reply[-MAX_REPLY_CHARS:])
+    if not blocks:
+        return []
+    try:
+        items = json.loads(blocks[-1])
+    except (ValueError, RecursionError):
+        return []
+    points = []
+    for item in items if isinstance(items, list) else []:
+        xy = item.get("point_2d") if isinstance(item, dict) else None
+        if (
+            isinstance(xy, list)
+            and len(xy) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in xy)
+        ):
+            points.append((float(xy[0]), float(xy[1])))
+    return points
+
+
+def point_match(
+    predicted: list[tuple[float, float]], truth: list[tuple[float, float]], radius: float
+) -> float:
+    """Hungarian matching of predicted to true points; hits within `radius` over max(#pred, #true).
+
+    Dividing by the larger count punishes both missed objects and spurious points.
+    """
+    if not predicted or not truth:
+        return 1.0 if not predicted and not truth else 0.0
+    cost = np.linalg.norm(np.asarray(predicted)[:, None, :] - np.asarray(truth)[None, :, :], axis=-1)
+    rows, cols = linear_sum_assignment(cost)
+    hits = int((cost[rows, cols] <= radius).sum())
+    return hits / max(len(predicted), len(truth))
+
+
+def counting_reward(
+    reply: str,
+    count: int,
+    points: list[tuple[float, float]] | None = None,
+    point_weight: float = 0.0,
+    radius: float = 28.0,
+) -> CountingReward:
+    """Count accuracy, plus `point_weight` x point matching when true `points` (input pixels) are given.
+
+    MGPO's counting side experiment: the point reward adds almost nothing (81.0 -> 81.9), so it is off by default.
+    """
+    accuracy = 1.0 if boxed_count(reply) == count else 0.0
+    if points is None or point_weight == 0.0:
+        return CountingReward(accuracy, accuracy, 0.0)
+    matched = point_match(parse_points(reply), points, radius)
+    return CountingReward(accuracy + point_weight * matched, accuracy, matched)
+
+
+class GroundingReward(NamedTuple):
+    format: float  # 1.0 for <think>...</think><answer>...</answer> with a readable answer
+    iou: float  # IoU with the true box in the TARGET image, 0.0 when the image is wrong
+    hit: float  # 1.0 when iou >= threshold (MIG-Bench: Acc@IoU>=0.5)
+    image: int | None  # the 1-based image number the model named
+
+
+def _parse_answer(reply: str) -> tuple[int, Box] | None:
+    answers = _ANSWER.findall(reply[-MAX_REPLY_CHARS:])
+    if not answers:
+        return None
+    try:
+        obj = json.loads(answers[-1], parse_constant=lambda name: float("nan"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    image, coords = obj.get("image"), obj.get("bbox_2d")
+    numbers = isinstance(coords, list) and len(coords) == 4
+    numbers = numbers and all(
+        isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in coords
+    )
+    if not isinstance(image, int) or isinstance(image, bool) or not numbers:
+        return None
+    return image, Box(*(float(c) for c in coords))
+
+
+def grounding_reward(
+    reply: str,
+    target_image: int,
+    target_box: Box,
+    input_sizes: list[tuple[int, int]],
+    threshold: float = 0.5,
+) -> GroundingReward:
+    """Multi-image grounding (arXiv 2507.00748): format reward and IoU accuracy.
+
+    `target_image` is 1-based; `target_box` is normalised 0-1 to the target image (MIG-Bench's form);
+    the model answers in pixels of that image's resized input, whose (W, H) are in `input_sizes`.
+    """
+    parsed = _parse_answer(reply)
+    if parsed is None:
+        return GroundingReward(0.0, 0.0, 0.0, None)
+    image, box = parsed
+    well_formed = 1.0 if _FORMAT.match(reply[-MAX_REPLY_CHARS:]) else 0.0
+    if image != target_image or not 1 <= image <= len(input_sizes):
+        return GroundingReward(well_formed, 0.0, 0.0, image)
+    width, height = input_sizes[image - 1]
+    normalised = Box(box.x1 / width, box.y1 / height, box.x2 / width, box.y2 / height)
+    overlap = iou(normalised, target_box)
+    return GroundingReward(well_formed, overlap, 1.0 if overlap >= threshold else 0.0, image)

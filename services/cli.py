@@ -1,0 +1,172 @@
+"""The `mgpo` command line. Each subcommand parses its flags and calls one function; nothing runs at import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+
+from mgpo.data.loaders import LOADERS
+from mgpo.resize import FACTOR, PixelBudget
+
+# Kept in step with mgpo.models.tiny.SIZES by a test; importing it here would load transformers for --help.
+TINY_SIZES = ("m", "s", "xs")
+
+
+def _budget_flags(parser: argparse.ArgumentParser, min_tokens: int, max_tokens: int) -> None:
+    parser.add_argument(
+        "--min-pixels",
+        type=int,
+        default=min_tokens * FACTOR * FACTOR,
+        help="pixel budget lower bound (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=max_tokens * FACTOR * FACTOR,
+        help="pixel budget upper bound (default %(default)s)",
+    )
+
+
+def cmd_model_tiny(args: argparse.Namespace) -> int:
+    from mgpo.models.tiny import build_tiny
+
+    start = time.perf_counter()
+    out = build_tiny(
+        args.out,
+        tokenizer=args.tokenizer,
+        size=args.size,
+        seed=args.seed,
+        budget=PixelBudget(args.min_pixels, args.max_pixels),
+    )
+    print(
+        f"tiny Qwen2.5-VL ({args.size}, {args.tokenizer} tokenizer) written to {out} in {time.perf_counter() - start:.1f}s"
+    )
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from mgpo.data.dataset import write_synthetic
+    from mgpo.data.synth import SynthKnobs
+
+    knobs = SynthKnobs(
+        min_side=args.min_side,
+        max_side=args.max_side,
+        tag_size=args.tag_size,
+        distractors=args.distractors,
+        clutter=args.clutter,
+        options=args.options,
+    )
+    start = time.perf_counter()
+    out = write_synthetic(
+        args.out, args.n, args.seed, task=args.task, knobs=knobs, image_format=args.image_format
+    )
+    print(f"{args.n} synthetic {args.task} samples written to {out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from mgpo.data.check import check_dataset
+
+    try:
+        summary = check_dataset(args.format, args.path)
+    except (FileNotFoundError, ValueError) as err:
+        print(
+            json.dumps({"format": args.format, "path": args.path, "ok": False, "error": str(err)}, indent=2)
+        )
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["ok"] else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    run_demo(args.out, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgpo",
+        description="RL post-training for vision-language models that learn to look closer (MGPO).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    model = commands.add_parser("model", help="build models").add_subparsers(
+        dest="model_command", required=True
+    )
+    tiny = model.add_parser("tiny", help="write a random-init tiny Qwen2.5-VL (HF layout) built offline")
+    tiny.add_argument("--out", required=True, help="output directory")
+    tiny.add_argument(
+        "--tokenizer",
+        choices=("qwen", "small"),
+        default="small",
+        help="qwen: the real Qwen2.5 vocabulary (ids match real checkpoints); small: a 2k BPE trained here, fast (default)",
+    )
+    tiny.add_argument(
+        "--size",
+        choices=TINY_SIZES,
+        default="xs",
+        help="xs ~0.6M, s ~2M, m ~9M params with the small tokenizer (default xs)",
+    )
+    tiny.add_argument("--seed", type=int, default=0)
+    _budget_flags(tiny, 64, 256)
+    tiny.set_defaults(func=cmd_model_tiny)
+
+    data = commands.add_parser("data", help="make and check datasets").add_subparsers(
+        dest="data_command", required=True
+    )
+    synth = data.add_parser(
+        "synth", help="write a V*-like synthetic high-resolution set (deterministic per seed)"
+    )
+    synth.add_argument("--out", required=True, help="output dataset folder")
+    synth.add_argument("--n", type=int, required=True, help="number of samples")
+    synth.add_argument(
+        "--seed", type=int, default=0, help="set seed; use different seeds for train and test splits"
+    )
+    synth.add_argument(
+        "--task",
+        choices=("choice", "grounding", "counting"),
+        default="choice",
+        help="choice: V*-like multiple choice (default); grounding: multi-image; counting",
+    )
+    synth.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg")
+    synth.add_argument("--min-side", type=int, default=1536, help="smallest original side in pixels")
+    synth.add_argument("--max-side", type=int, default=2048, help="largest original side in pixels")
+    synth.add_argument("--tag-size", type=int, default=64, help="side of the target tag in original pixels")
+    synth.add_argument(
+        "--distractors", type=int, default=3, help="tags with other frame colours and wrong answers"
+    )
+    synth.add_argument("--clutter", type=int, default=150, help="background shapes per image")
+    synth.add_argument("--options", type=int, default=4, help="choices per question (2-5)")
+    synth.set_defaults(func=cmd_data_synth)
+
+    check = data.add_parser(
+        "check", help="validate a dataset folder in a published layout; prints a JSON summary"
+    )
+    check.add_argument("--format", required=True, choices=sorted(LOADERS), help="layout of PATH")
+    check.add_argument("path", help="the dataset's root folder as published")
+    check.set_defaults(func=cmd_data_check)
+
+    demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
+    demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except ValueError as err:
+        print(f"mgpo: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

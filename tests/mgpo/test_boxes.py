@@ -1,0 +1,102 @@
+import math
+
+import pytest
+
+from mgpo.boxes import Box, check_box, iou, parse_box, to_original, to_pixel_box
+
+SIZE = (448, 420)  # W_in, H_in
+
+
+def test_parse_box_reads_the_fenced_mgpo_json_list():
+    text = 'The sign is top left.\n```json\n[{"bbox_2d": [10, 20, 110, 90], "label": "sign"}]\n```'
+    g = parse_box(text, SIZE)
+    assert g == (Box(10, 20, 110, 90), True, "")
+
+
+def test_parse_box_reads_a_bare_json_object_and_ignores_earlier_brackets():
+    g = parse_box('I think [maybe] here: {"bbox_2d": [0, 0, 100, 100]}', SIZE)
+    assert g.valid and g.box == Box(0, 0, 100, 100)
+
+
+def test_parse_box_uses_the_last_fenced_block():
+    text = '```json\n[{"bbox_2d": [0, 0, 50, 50]}]\n``` no, rather\n```json\n[{"bbox_2d": [100, 100, 200, 200]}]\n```'
+    assert parse_box(text, SIZE).box == Box(100, 100, 200, 200)
+
+
+def test_parse_box_reads_qwen2_normalised_form_into_input_pixels():
+    g = parse_box("<|box_start|>(100,200),(500,600)<|box_end|>", SIZE)
+    # x = v/1000 * 448, y = v/1000 * 420
+    assert g.box == pytest.approx(Box(44.8, 84.0, 224.0, 252.0))
+    assert g.valid
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("no box at all", "no box found"),
+        ('```json\n[{"bbox_2d": [NaN, 0, 100, 100]}]\n```', "malformed JSON"),
+        ('```json\n[{"bbox_2d": [-5, 0, 100, 100]}]\n```', "negative"),
+        ('```json\n[{"bbox_2d": [200, 0, 100, 100]}]\n```', "inverted"),
+        ('```json\n[{"bbox_2d": [0, 0, 449, 100]}]\n```', "exceeds"),
+        ('```json\n[{"bbox_2d": [0.5, 0, 100, 100]}]\n```', "integers"),
+        ('```json\n[{"bbox_2d": [true, 0, 100, 100]}]\n```', "integers"),
+        ('```json\n[{"bbox_2d": [0, 0, 100]}]\n```', "expected 4"),
+        ('```json\n[{"bbox_2d": [0, 0, 100, 1', "unclosed"),
+        ('```json\n[{"bbox_2d": [0, 0, 100, 1\n```', "malformed JSON"),
+        ("```json\n[]\n```", "empty JSON list"),
+        ('```json\n"just a string"\n```', "not an object"),
+        ('```json\n[{"box": [0, 0, 100, 100]}]\n```', "no bbox_2d"),
+        ('```json\n[{"bbox_2d": [0, 0, 28, 100]}]\n```', "side not above 28"),
+        ("<|box_start|>(1.5,2),(500,600)<|box_end|>", "not an integer"),
+        ("[[[[[[" * 5000, "no box found"),
+    ],
+)
+def test_parse_box_gives_invalid_with_reason_on_garbage(text, reason):
+    g = parse_box(text, SIZE)
+    assert not g.valid
+    assert reason in g.reason
+
+
+def test_parse_box_rejects_ten_megabytes_quickly():
+    g = parse_box("x" * 10_000_000 + '{"bbox_2d": [0, 0, 100, 100]}', SIZE)
+    assert not g.valid and "longer than" in g.reason
+
+
+def test_parse_box_survives_deeply_nested_json():
+    g = parse_box("```json\n" + "[" * 100_000 + "]" * 100_000 + "\n```", SIZE)
+    assert not g.valid
+
+
+def test_check_box_boundaries_follow_mgpo_rules():
+    assert check_box(Box(0, 0, 448, 420), SIZE).valid  # exactly the input is fine (x2 <= W_in)
+    assert check_box(Box(0, 0, 29, 29), SIZE).valid  # sides 29 > 28
+    assert not check_box(Box(0, 0, 29, 28), SIZE).valid  # height 28 is not > 28
+    assert not check_box(Box(0, 0, 448, 420.5), SIZE).valid
+    # aspect ratio: 3000 x 30 = 100 is not < 100
+    assert not check_box(Box(0, 0, 3000, 30), (4000, 4000)).valid
+    assert check_box(Box(0, 0, 2999, 30), (4000, 4000)).valid
+    assert not check_box(Box(math.inf, 0, 100, 100), SIZE).valid
+
+
+def test_to_original_scales_by_the_resize_ratio():
+    # input 448x420 of an original 1792x1680 (x4 each way): (10,20)-(110,90) -> (40,80)-(440,360)
+    whole = Box(0, 0, 1792, 1680)
+    assert to_original(Box(10, 20, 110, 90), SIZE, whole) == Box(40, 80, 440, 360)
+
+
+def test_to_original_composes_through_an_earlier_crop():
+    # a crop of original region (1000,500)-(1200,700) shown at 224x224: (112,0)-(224,112) is its right
+    # upper quarter -> (1100,500)-(1200,600) in the original
+    region = Box(1000, 500, 1200, 700)
+    assert to_original(Box(112, 0, 224, 112), (224, 224), region) == Box(1100, 500, 1200, 600)
+
+
+def test_to_pixel_box_snaps_outward_and_clamps():
+    assert to_pixel_box(Box(10.2, 20.9, 99.1, 2000.5), (1000, 1000)) == Box(10, 20, 100, 1000)
+
+
+def test_iou_of_overlapping_and_disjoint_boxes():
+    # overlap 5x10=50; union 100+100-50 = 150
+    assert iou(Box(0, 0, 10, 10), Box(5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert iou(Box(0, 0, 1, 1), Box(2, 2, 3, 3)) == 0.0
+    assert iou(Box(0, 0, 0, 0), Box(0, 0, 0, 0)) == 0.0

@@ -1,0 +1,91 @@
+import pytest
+
+from mgpo.boxes import Box
+from mgpo.rewards import (
+    boxed_count,
+    choice_letter,
+    choice_reward,
+    counting_reward,
+    grounding_reward,
+    last_boxed,
+    parse_points,
+    point_match,
+)
+
+
+def test_last_boxed_takes_the_last_one_and_balances_braces():
+    assert last_boxed(r"first \boxed{A} then \boxed{\text{B}}") == r"\text{B}"
+    assert last_boxed(r"\boxed{A") is None
+    assert last_boxed("nothing") is None
+
+
+@pytest.mark.parametrize("content", ["B", "(B)", "B.", "b", " B ", "B) red", r"\text{B}", "B: red"])
+def test_choice_letter_accepts_the_usual_spellings(content):
+    assert choice_letter(content) == "B"
+
+
+@pytest.mark.parametrize("content", ["Both", "", "12", "(AB)"])
+def test_choice_letter_rejects_words_and_numbers(content):
+    assert choice_letter(content) is None
+
+
+def test_choice_reward_scores_only_the_last_boxed_answer():
+    assert choice_reward(r"maybe \boxed{A}, no: \boxed{(C)}", "C") == 1.0
+    assert choice_reward(r"maybe \boxed{C}, no: \boxed{A}", "C") == 0.0
+    assert choice_reward("the answer is C", "C") == 0.0  # no \boxed{}
+    assert choice_reward(r"\boxed{c}", "C") == 1.0
+
+
+def test_counting_reward_accuracy_and_hungarian_point_reward():
+    reply = (
+        '```json\n[{"point_2d": [10, 10]}, {"point_2d": [100, 100]}, {"point_2d": [500, 5]}]\n```\n\\boxed{3}'
+    )
+    truth = [(12.0, 9.0), (103.0, 98.0), (300.0, 300.0)]
+    assert boxed_count(reply) == 3
+    # two predicted points within 28 px of a true one; the third is 360 px away -> 2 hits / max(3, 3)
+    result = counting_reward(reply, 3, truth, point_weight=0.5)
+    assert result.accuracy == 1.0
+    assert result.points == pytest.approx(2 / 3)
+    assert result.reward == pytest.approx(1.0 + 0.5 * 2 / 3)
+    assert counting_reward(reply, 4).reward == 0.0
+
+
+def test_point_match_penalises_extra_points_and_handles_empty_sets():
+    # one true point, two predicted (one exact): 1 hit / max(2, 1)
+    assert point_match([(0, 0), (50, 50)], [(0, 0)], 5) == 0.5
+    assert point_match([], [], 5) == 1.0
+    assert point_match([], [(1, 1)], 5) == 0.0
+
+
+def test_parse_points_skips_malformed_entries():
+    assert parse_points('```json\n[{"point_2d": [1, 2]}, {"point_2d": ["x", 2]}, 7]\n```') == [(1.0, 2.0)]
+    assert parse_points("```json\n[{\n```") == []
+
+
+def test_grounding_reward_scores_format_and_iou_in_the_target_image():
+    sizes = [(448, 448), (224, 224)]
+    target = Box(0.25, 0.25, 0.75, 0.75)
+    good = '<think>the second</think><answer>{"image": 2, "bbox_2d": [56, 56, 168, 168]}</answer>'
+    r = grounding_reward(good, 2, target, sizes)
+    assert r.format == 1.0 and r.iou == pytest.approx(1.0) and r.hit == 1.0 and r.image == 2
+    # right image, half-overlapping box: [56, 56, 112, 168] covers x 0.25-0.5: IoU 0.5
+    half = '<think>.</think><answer>{"image": 2, "bbox_2d": [56, 56, 112, 168]}</answer>'
+    assert grounding_reward(half, 2, target, sizes).iou == pytest.approx(0.5)
+    wrong_image = '<think>.</think><answer>{"image": 1, "bbox_2d": [112, 112, 336, 336]}</answer>'
+    assert grounding_reward(wrong_image, 2, target, sizes)[1:3] == (0.0, 0.0)
+    no_think = '<answer>{"image": 2, "bbox_2d": [56, 56, 168, 168]}</answer>'
+    assert grounding_reward(no_think, 2, target, sizes).format == 0.0
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        "<answer>not json</answer>",
+        '<answer>{"image": 9, "bbox_2d": [0,0,1,1]}</answer>',
+        '<answer>{"image": 1, "bbox_2d": [NaN,0,1,1]}</answer>',
+    ],
+)
+def test_grounding_reward_gives_zero_accuracy_on_garbage(reply):
+    r = grounding_reward(reply, 1, Box(0, 0, 1, 1), [(448, 448)])
+    assert r.iou == 0.0 and r.hit == 0.0
