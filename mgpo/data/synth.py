@@ -108,38 +108,47 @@ def _background(width: int, height: int, clutter: int, rng: np.random.Generator)
     return image
 
 
-def _draw_detail(tag: Image.Image, kind: str, value: str, inner: int, rng: np.random.Generator) -> None:
-    draw = ImageDraw.Draw(tag)
+# Dice-face dot layouts on a 3x3 grid: the same count always looks the same.
+DICE = {
+    "1": ((1, 1),),
+    "2": ((0, 0), (2, 2)),
+    "3": ((0, 0), (1, 1), (2, 2)),
+    "4": ((0, 0), (0, 2), (2, 0), (2, 2)),
+    "5": ((0, 0), (0, 2), (1, 1), (2, 0), (2, 2)),
+}
+
+
+def _stripes(size: int, value: str) -> np.ndarray:
+    """1-px black lines every 3 px. Every orientation has the same ink, so a downscale that averages
+    pixels leaves the same grey whatever the answer: the orientation is gone, not just blurred."""
+    y, x = np.mgrid[0:size, 0:size]
+    phase = {"horizontal": y, "vertical": x, "diagonal rising": x + y, "diagonal falling": x - y}[value]
+    return phase % 3 == 0
+
+
+def _draw_detail(tag: Image.Image, kind: str, value: str, inner: int) -> None:
     size = tag.width
     if kind == "glyph":
-        font = _font(int(size * 0.55))
-        draw.text((size / 2, size / 2), value, fill=(0, 0, 0), font=font, anchor="mm")
+        font = _font(int(size * 0.28))
+        ImageDraw.Draw(tag).text((size / 2, size / 2), value, fill=(0, 0, 0), font=font, anchor="mm")
     elif kind == "stripes":
-        period = 4  # 2-px black, 2-px white: averages to grey after a 4x downscale
-        for k in range(-size, 2 * size, period):
-            if value == "horizontal":
-                draw.rectangle((0, k, size, k + 1), fill=(0, 0, 0))
-            elif value == "vertical":
-                draw.rectangle((k, 0, k + 1, size), fill=(0, 0, 0))
-            elif value == "diagonal rising":
-                draw.line((k, size, k + size, 0), fill=(0, 0, 0), width=2)
-            else:
-                draw.line((k, 0, k + size, size), fill=(0, 0, 0), width=2)
+        pixels = np.asarray(tag).copy()
+        pixels[_stripes(size, value)] = 0
+        tag.paste(Image.fromarray(pixels))
     else:
-        radius = max(2, size // 20)
-        cells = [(i, j) for i in range(3) for j in range(3)]
-        for c in rng.permutation(len(cells))[: int(value)]:
-            cx = inner + (cells[c][0] + 0.5) * (size - 2 * inner) / 3
-            cy = inner + (cells[c][1] + 0.5) * (size - 2 * inner) / 3
+        draw = ImageDraw.Draw(tag)
+        radius = max(1, size // 48)
+        cell = (size - 2 * inner) / 3
+        for col, row in DICE[value]:
+            cx, cy = inner + (col + 0.5) * cell, inner + (row + 0.5) * cell
             draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=(0, 0, 0))
 
 
-def _tag(
-    kind: str, value: str, frame_colour: tuple[int, int, int], knobs: SynthKnobs, rng: np.random.Generator
-) -> Image.Image:
+def tag_image(kind: str, value: str, frame_colour: tuple[int, int, int], knobs: SynthKnobs) -> Image.Image:
+    """One tag: a light square with the detail inside and a thick coloured frame."""
     size = knobs.tag_size
     tag = Image.new("RGB", (size, size), (245, 245, 245))
-    _draw_detail(tag, kind, value, knobs.frame + 2, rng)
+    _draw_detail(tag, kind, value, knobs.frame + 2)
     ImageDraw.Draw(tag).rectangle((0, 0, size - 1, size - 1), outline=frame_colour, width=knobs.frame)
     return tag
 
@@ -176,14 +185,14 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
     taken: list[Box] = []
     target_box = _place(width, height, knobs.tag_size, taken, rng)
     taken.append(target_box)
-    image.paste(_tag(kind, answer_value, TARGET_FRAME, knobs, rng), (int(target_box.x1), int(target_box.y1)))
+    image.paste(tag_image(kind, answer_value, TARGET_FRAME, knobs), (int(target_box.x1), int(target_box.y1)))
     # Distractors carry the wrong options first, so cropping the wrong tag gives a wrong answer.
     for d in range(knobs.distractors):
         value = picked[1 + d % (n_options - 1)] if n_options > 1 else answer_value
         frame = DISTRACTOR_FRAMES[d % len(DISTRACTOR_FRAMES)]
         box = _place(width, height, knobs.tag_size, taken, rng)
         taken.append(box)
-        image.paste(_tag(kind, value, frame, knobs, rng), (int(box.x1), int(box.y1)))
+        image.paste(tag_image(kind, value, frame, knobs), (int(box.x1), int(box.y1)))
     order = rng.permutation(n_options)
     choices = tuple(picked[i] for i in order)
     answer = LETTERS[int(np.where(order == 0)[0][0])]
@@ -201,7 +210,7 @@ def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs
         side = int(rng.integers(448, 897))
         image = _background(side, side, knobs.clutter // 4, rng)
         box = _place(side, side, knobs.tag_size, [], rng)
-        image.paste(_tag("glyph", glyphs[i], TARGET_FRAME, knobs, rng), (int(box.x1), int(box.y1)))
+        image.paste(tag_image("glyph", glyphs[i], TARGET_FRAME, knobs), (int(box.x1), int(box.y1)))
         if i == target:
             target_box = Box(box.x1 / side, box.y1 / side, box.x2 / side, box.y2 / side)
         images.append(image)

@@ -23,8 +23,10 @@ from transformers import (
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
 
-from mgpo.models.tokenizer import qwen_tokenizer, small_tokenizer
+from mgpo.models.tokenizer import QWEN_BPE_SIZE, qwen_tokenizer, small_tokenizer
 from mgpo.resize import PixelBudget
+
+QWEN_VOCAB = 151_936
 
 
 class QwenVLProcessor(Qwen2_5_VLProcessor):
@@ -70,8 +72,8 @@ SIZES = {
 
 
 def tiny_config(size: TinySize, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_VLConfig:
-    # The real checkpoints pad the embedding table to a multiple of 128 past the added tokens (151936).
-    vocab = (len(tokenizer) + 127) // 128 * 128
+    # Real Qwen2.5-VL checkpoints pad the embedding table to 151936 rows; a small vocabulary to a multiple of 128.
+    vocab = QWEN_VOCAB if len(tokenizer) == QWEN_BPE_SIZE + 22 else (len(tokenizer) + 127) // 128 * 128
     ids = tokenizer.convert_tokens_to_ids
     return Qwen2_5_VLConfig(
         text_config={

@@ -1,0 +1,124 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mgpo.boxes import Box
+from mgpo.crop import render_view
+from mgpo.data.dataset import open_store, read_prompts, write_synthetic
+from mgpo.data.synth import (
+    TARGET_FRAME,
+    SynthKnobs,
+    synth_choice_sample,
+    synth_counting_sample,
+    synth_grounding_sample,
+    tag_image,
+)
+from mgpo.records import TaskKind
+from mgpo.resize import FACTOR, PixelBudget
+
+TINY_BUDGET = PixelBudget(64 * FACTOR * FACTOR, 256 * FACTOR * FACTOR)
+
+
+def test_choice_samples_are_deterministic_per_seed_and_index():
+    a, b = synth_choice_sample(3, 5), synth_choice_sample(3, 5)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    assert (a.question, a.choices, a.answer, a.target_box) == (b.question, b.choices, b.answer, b.target_box)
+    c = synth_choice_sample(4, 5)
+    assert not np.array_equal(np.asarray(a.images[0])[:64], np.asarray(c.images[0])[:64])
+
+
+def test_choice_samples_are_large_with_a_small_red_framed_target():
+    for index in range(6):
+        s = synth_choice_sample(0, index)
+        image = s.images[0]
+        assert min(image.size) >= 1536
+        assert s.target_box.width == 64 and s.target_box.height == 64
+        assert len(s.choices) == 4 and s.answer in "ABCD"
+        corner = image.getpixel((int(s.target_box.x1) + 2, int(s.target_box.y1) + 2))
+        assert corner == TARGET_FRAME
+
+
+def test_answer_letters_are_spread_across_options():
+    letters = {synth_choice_sample(1, i).answer for i in range(40)}
+    assert letters == set("ABCD")
+
+
+def _detail_contrast(sample, view: str) -> float:
+    """Smallest RMS grey difference, inside the tag, between renderings with different answers."""
+    original, t = sample.images[0], sample.target_box
+    region = (
+        Box(0, 0, original.width, original.height)
+        if view == "input"
+        else Box(t.x1 - 48, t.y1 - 48, t.x2 + 48, t.y2 + 48)
+    )
+    renders = []
+    for choice in sample.choices:
+        candidate = original.copy()
+        candidate.paste(
+            tag_image(sample.category, choice, TARGET_FRAME, SynthKnobs()), (int(t.x1), int(t.y1))
+        )
+        image = render_view(candidate, None if view == "input" else region, TINY_BUDGET)
+        sx, sy = image.width / region.width, image.height / region.height
+        box = (
+            int((t.x1 - region.x1) * sx),
+            int((t.y1 - region.y1) * sy),
+            int(np.ceil((t.x2 - region.x1) * sx)),
+            int(np.ceil((t.y2 - region.y1) * sy)),
+        )
+        renders.append(np.asarray(image.crop(box).convert("L"), dtype=np.float32))
+    return min(float(np.sqrt(((a - b) ** 2).mean())) for a, b in itertools.combinations(renders, 2))
+
+
+@pytest.mark.parametrize("kind", ["stripes", "glyph", "dots"])
+def test_the_answer_detail_is_lost_at_the_tiny_budget_and_plain_in_a_crop(kind):
+    knobs = SynthKnobs(kinds=(kind,))
+    samples = [synth_choice_sample(7, i, knobs) for i in range(4)]
+    shrunk = max(_detail_contrast(s, "input") for s in samples)
+    cropped = min(_detail_contrast(s, "crop") for s in samples)
+    if kind == "stripes":
+        # equal ink per orientation: after the ~4x shrink the options differ by under 2 grey levels
+        assert shrunk < 2.0 and cropped > 50.0
+    elif kind == "glyph":
+        assert cropped > 2 * shrunk
+    else:
+        # a dot count is carried as ink, which no averaging removes: weaker hiding than stripes (README)
+        assert shrunk < 5.0 and cropped > 1.5 * shrunk
+
+
+def test_knobs_are_validated_with_every_problem_listed():
+    with pytest.raises(ValueError, match="options must be 2..5") as err:
+        SynthKnobs(options=9, tag_size=2)
+    assert "tag_size" in str(err.value)
+
+
+def test_grounding_sample_puts_the_named_glyph_in_the_target_image():
+    s = synth_grounding_sample(0, 3)
+    assert 2 <= len(s.images) <= 4
+    target = int(s.answer) - 1
+    box = s.target_box
+    image = s.images[target]
+    x, y = int(box.x1 * image.width) + 2, int(box.y1 * image.height) + 2
+    assert image.getpixel((x, y)) == TARGET_FRAME
+
+
+def test_counting_sample_has_one_point_per_red_disc():
+    s = synth_counting_sample(0, 1)
+    assert int(s.answer) == len(s.points) >= 1
+    for x, y in s.points:
+        assert s.images[0].getpixel((int(x), int(y))) == TARGET_FRAME
+
+
+def test_write_synthetic_writes_a_readable_dataset_folder(tmp_path):
+    write_synthetic(tmp_path, 3, 0, progress=False)
+    records = list(read_prompts(tmp_path))
+    assert [r.id for r in records] == ["synth-choice-0-0", "synth-choice-0-1", "synth-choice-0-2"]
+    store = open_store(tmp_path)
+    assert all(r.kind is TaskKind.MULTIPLE_CHOICE and r.images[0] in store for r in records)
+    assert isinstance(store.get(records[0].images[0]), Image.Image)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert meta["n"] == 3 and meta["knobs"]["tag_size"] == 64
+    write_synthetic(tmp_path / "g", 2, 0, task="grounding", progress=False)
+    assert next(read_prompts(tmp_path / "g")).kind is TaskKind.MULTI_IMAGE_GROUNDING

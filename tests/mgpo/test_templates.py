@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+from mgpo.masks import Segment, Source, assistant_mask, build_sequence
+from mgpo.templates import (
+    BOX_STOP,
+    GRPO,
+    MGPO,
+    Mode,
+    first_prompt,
+    followup,
+    format_choices,
+    multiturn,
+    template_for,
+)
+
+CHOICES = ("red", "blue", "green")
+
+
+def test_format_choices_letters_each_option():
+    assert format_choices(CHOICES) == "(A) red\n(B) blue\n(C) green"
+
+
+def test_template_for_picks_the_mode_once():
+    assert template_for(Mode.MGPO) is MGPO and template_for(Mode.GRPO) is GRPO
+    assert template_for(Mode.MULTITURN, 3).max_crops == 3
+    with pytest.raises(ValueError, match="max_crops >= 1"):
+        multiturn(0)
+
+
+def test_mgpo_turn_one_shows_the_question_without_choices_and_turn_two_with_them():
+    turn1 = first_prompt(MGPO, "What is on the tag?", CHOICES)
+    assert "What is on the tag?" in turn1 and "(A) red" not in turn1 and "bbox_2d" in turn1
+    turn2 = followup(MGPO, "What is on the tag?", CHOICES, valid=True, reply_closed=False)
+    assert turn2.startswith("<|im_end|>\n<|im_start|>user\n<|vision_start|>") and "(B) blue" in turn2
+    assert "cut from the full-resolution image" in turn2
+    retry = followup(MGPO, "What is on the tag?", CHOICES, valid=False, reply_closed=True)
+    assert retry.startswith("\n<|im_start|>user\n") and "not a valid region" in retry
+    assert turn2.endswith("<|im_start|>assistant\n")
+
+
+def test_box_stop_strings_do_not_fire_on_the_opening_fence():
+    reply = 'Key region:\n```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "tag"}]\n```'
+    opening = reply[: reply.index("[")]
+    assert not any(stop in opening for stop in BOX_STOP)
+    first_hit = min(reply.find(stop) + len(stop) for stop in BOX_STOP if stop in reply)
+    assert first_hit == len(reply)
+
+
+def test_rendered_prompts_equal_the_chat_template(qwen_tok):
+    question = "What is on the tag?"
+    turn1 = first_prompt(MGPO, question, CHOICES)
+    messages = [
+        {"role": "system", "content": MGPO.system},
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": MGPO.first.format(question=question)}],
+        },
+    ]
+    assert qwen_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == turn1
+
+
+def test_token_exact_two_turn_sequence_has_the_chat_template_ids_and_assistant_mask(qwen_tok):
+    question = "What is on the tag?"
+    reply1 = 'Here.\n```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "tag"}]\n```'
+    reply2 = "It shows a K. \\boxed{B}"
+    im_end = qwen_tok.convert_tokens_to_ids("<|im_end|>")
+    encode = lambda text: qwen_tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    gen1, gen2 = encode(reply1) + [im_end], encode(reply2) + [im_end]
+    segments = [
+        Segment(Source.PROMPT, encode(first_prompt(MGPO, question, CHOICES))),
+        Segment(Source.GENERATED, gen1, [-0.1] * len(gen1)),
+        Segment(Source.INJECTED, encode(followup(MGPO, question, CHOICES, valid=True, reply_closed=True))),
+        Segment(Source.GENERATED, gen2, [-0.2] * len(gen2)),
+    ]
+    seq = build_sequence(segments)
+    text_turn2 = MGPO.after_crop.format(question=question, choices=format_choices(CHOICES))
+    messages = [
+        {"role": "system", "content": MGPO.system},
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": MGPO.first.format(question=question)}],
+        },
+        {"role": "assistant", "content": reply1},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text_turn2}]},
+        {"role": "assistant", "content": reply2},
+    ]
+    rendered = qwen_tok.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids = list(rendered["input_ids"])
+    # the chat template ends each assistant turn with "<|im_end|>\n"; our sequence stops at <|im_end|>
+    assert seq.ids.tolist() == ids[:-1]
+    assert seq.loss_mask.tolist() == [bool(m) for m in rendered["assistant_masks"][:-1]]
+    oracle = assistant_mask(
+        ids, qwen_tok.convert_tokens_to_ids("<|im_start|>"), im_end, encode("assistant\n")
+    )
+    assert np.array_equal(seq.loss_mask, oracle[:-1])
+    assert seq.logprobs[seq.loss_mask].tolist() == pytest.approx([-0.1] * len(gen1) + [-0.2] * len(gen2))
+    assert not seq.loss_mask[[i for i, t in enumerate(ids[:-1]) if t == 151655]].any()  # image tokens
+
+
+def test_build_sequence_masks_out_over_turn_trajectories_and_checks_logprobs():
+    segments = [Segment(Source.PROMPT, [1, 2]), Segment(Source.GENERATED, [3, 4], [-1.0, -2.0])]
+    assert build_sequence(segments).loss_mask.tolist() == [False, False, True, True]
+    assert not build_sequence(segments, keep=False).loss_mask.any()
+    with pytest.raises(ValueError, match="behaviour logprob"):
+        build_sequence([Segment(Source.GENERATED, [3, 4], [-1.0])])
