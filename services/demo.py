@@ -48,7 +48,7 @@ def _oracle_box(
 
 
 def run_demo(out: str | Path, seed: int = 0) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)
     out = Path(out)
     start = time.perf_counter()
     model_dir = build_tiny(out / "model", tokenizer="small", size="xs", seed=seed, budget=DEMO_BUDGET)

@@ -1,0 +1,83 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mgpo.data.dataset import read_prompts
+from services.cli import main
+
+MGPO = str(Path(sys.executable).with_name("mgpo"))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [MGPO, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_help_lists_the_subcommands():
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("model", "data", "demo"):
+        assert command in result.stdout
+    assert "--tokenizer" in _run("model", "tiny", "--help").stdout
+    assert "--tag-size" in _run("data", "synth", "--help").stdout
+
+
+def test_data_synth_then_check_round_trip(tmp_path):
+    result = _run(
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path / "d"),
+        "--n",
+        "3",
+        "--seed",
+        "5",
+        "--min-side",
+        "1536",
+        "--max-side",
+        "1600",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "3 synthetic choice samples" in result.stdout
+    check = _run("data", "check", "--format", "synthetic", str(tmp_path / "d"))
+    summary = json.loads(check.stdout)
+    assert check.returncode == 0 and summary["count"] == 3 and summary["ok"]
+
+
+def test_data_check_on_a_folder_of_the_wrong_layout_exits_2_with_json(tmp_path):
+    check = _run("data", "check", "--format", "fsc147", str(tmp_path))
+    assert check.returncode == 2
+    assert "not an FSC-147 folder" in json.loads(check.stdout)["error"]
+
+
+def test_bad_knobs_give_a_clear_error_and_exit_2(tmp_path, capsys):
+    assert main(["data", "synth", "--out", str(tmp_path), "--n", "1", "--options", "9"]) == 2
+    assert "options must be 2..5" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_model_tiny_writes_a_loadable_checkpoint(tmp_path):
+    result = _run("model", "tiny", "--out", str(tmp_path / "m"), "--size", "xs")
+    assert result.returncode == 0, result.stderr
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= {
+        p.name for p in (tmp_path / "m").iterdir()
+    }
+
+
+@pytest.mark.slow
+def test_demo_writes_the_input_box_and_crop_images(tmp_path):
+    result = _run("demo", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for name in ("input.png", "input_with_box.png", "crop.png", "original.jpg"):
+        assert (tmp_path / name).stat().st_size > 0
+        assert str(tmp_path / name) in result.stdout.replace("\n", "")
+    assert len(list(read_prompts(tmp_path / "data"))) == 8
