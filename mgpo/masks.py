@@ -73,3 +73,23 @@ def assistant_mask(ids: list[int], im_start: int, im_end: int, assistant_header:
                 inside = False
         i += 1
     return mask
+
+
+def expand_image_pads(seq: Sequence, pad_id: int, tokens_per_image: list[int]) -> Sequence:
+    """Replace the i-th <|image_pad|> of a compact sequence by `tokens_per_image[i]` copies.
+
+    Sequences travel compact (one pad per image, as vLLM takes them); the model's forward needs one pad per
+    visual token. Expanded pads carry no loss and no logprob.
+    """
+    positions = np.flatnonzero(seq.ids == pad_id)
+    if len(positions) != len(tokens_per_image):
+        raise ValueError(f"{len(positions)} image pads in the sequence but {len(tokens_per_image)} images")
+    repeats = np.ones(len(seq.ids), dtype=np.int64)
+    repeats[positions] = tokens_per_image
+    return Sequence(
+        np.repeat(seq.ids, repeats),
+        np.repeat(seq.loss_mask, repeats) & ~np.repeat(seq.ids == pad_id, repeats),
+        np.where(np.repeat(seq.ids == pad_id, repeats), 0.0, np.repeat(seq.logprobs, repeats)).astype(
+            np.float32
+        ),
+    )

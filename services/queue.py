@@ -1,0 +1,192 @@
+"""The run's queue on Redis Streams: prompts -> rollout actors -> trajectories -> learner.
+
+Delivery is at-least-once and nothing is lost:
+- a consumer acks a prompt only in the same MULTI/EXEC that adds its trajectory groups, so the output is in
+  the next stream before the input leaves the pending list (and with AOF, on disk within a second);
+- a dead consumer's pending prompts are reclaimed (XAUTOCLAIM) by a live one after `claim_idle_ms`;
+- a group's id is derived from the prompt's stream message id, so a second delivery of the same message
+  yields a group with the same id, and the learner drops it (`first_delivery`, a Redis set);
+- streams are bounded: producers wait while a stream holds `max_len` entries (back-pressure), and consumed
+  entries are deleted, so memory holds only what is unread or in flight.
+Works with Redis 6.2+ and Valkey (XAUTOCLAIM answers with 2 elements on 6.2, 3 on >= 7).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import redis
+
+from mgpo.records import PromptRecord, RecordError, TrajectoryGroup
+
+PROMPT_FIELD = b"prompt"
+GROUP_FIELD = b"group"
+
+
+class QueueFull(TimeoutError):
+    """A producer waited `timeout_s` and the stream stayed full (consumers are not keeping up)."""
+
+
+class Message(NamedTuple):
+    id: str  # the stream message id; acks and idempotency keys use it
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class StreamNames:
+    run: str
+
+    @property
+    def prompts(self) -> str:
+        return f"mgpo:{self.run}:prompts"
+
+    @property
+    def trajectories(self) -> str:
+        return f"mgpo:{self.run}:trajectories"
+
+    @property
+    def consumed(self) -> str:
+        return f"mgpo:{self.run}:consumed_groups"
+
+
+ACTORS_GROUP = "actors"
+LEARNER_GROUP = "learner"
+
+
+def group_id(message_id: str, sample_group: int = 0) -> str:
+    """The id of the trajectory group made from prompt message `message_id`: the same on a redelivery."""
+    return f"{message_id}/{sample_group}"
+
+
+class Queue:
+    """One client's view of a run's two streams."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        run: str,
+        consumer: str,
+        max_len: int = 10_000,
+        claim_idle_ms: int = 60_000,
+    ) -> None:
+        self.client, self.names, self.consumer = client, StreamNames(run), consumer
+        self.max_len, self.claim_idle_ms = max_len, claim_idle_ms
+        self.dropped = 0  # unreadable payloads removed from the streams
+
+    def ensure_groups(self) -> None:
+        """Create both consumer groups (and streams); harmless if they exist."""
+        for stream, group in ((self.names.prompts, ACTORS_GROUP), (self.names.trajectories, LEARNER_GROUP)):
+            try:
+                self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+
+    def _wait_for_room(self, stream: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.client.xlen(stream) >= self.max_len:
+            if time.monotonic() > deadline:
+                raise QueueFull(f"{stream} held {self.max_len} entries for {timeout_s}s")
+            time.sleep(0.05)
+
+    def put_prompts(self, records: Sequence[PromptRecord], timeout_s: float = 60.0) -> list[str]:
+        """Append prompt records, waiting while the stream is full; returns their message ids."""
+        ids = []
+        for record in records:
+            self._wait_for_room(self.names.prompts, timeout_s)
+            ids.append(self._decode(self.client.xadd(self.names.prompts, {PROMPT_FIELD: record.to_json()})))
+        return ids
+
+    def take_prompts(self, count: int, block_ms: int = 1000) -> list[tuple[str, PromptRecord]]:
+        """Up to `count` prompts for this consumer: reclaimed stale ones first, then new ones.
+
+        A payload that is not a prompt record can never be processed: it is acked, deleted and counted in
+        `self.dropped`, rather than redelivered forever.
+        """
+        messages = self._reclaim(self.names.prompts, ACTORS_GROUP, count)
+        if len(messages) < count:
+            messages += self._read(self.names.prompts, ACTORS_GROUP, count - len(messages), block_ms)
+        out = []
+        for message in messages:
+            try:
+                out.append((message.id, PromptRecord.from_json(message.payload.decode())))
+            except (RecordError, UnicodeDecodeError):
+                self.dropped += 1
+                self._drop(self.names.prompts, ACTORS_GROUP, [message.id])
+        return out
+
+    def complete_prompts(self, prompt_ids: Sequence[str], groups: Sequence[TrajectoryGroup]) -> list[str]:
+        """Add the trajectory groups and ack + delete the prompts they came from, atomically."""
+        self._wait_for_room(self.names.trajectories, timeout_s=3600.0)
+        pipe = self.client.pipeline(transaction=True)
+        for group in groups:
+            pipe.xadd(self.names.trajectories, {GROUP_FIELD: group.to_bytes()})
+        if prompt_ids:
+            pipe.xack(self.names.prompts, ACTORS_GROUP, *prompt_ids)
+            pipe.xdel(self.names.prompts, *prompt_ids)
+        results = pipe.execute()
+        return [self._decode(r) for r in results[: len(groups)]]
+
+    def take_groups(self, count: int, block_ms: int = 1000) -> list[tuple[str, TrajectoryGroup]]:
+        """Up to `count` trajectory groups for the learner (reclaimed ones first)."""
+        messages = self._reclaim(self.names.trajectories, LEARNER_GROUP, count)
+        if len(messages) < count:
+            messages += self._read(self.names.trajectories, LEARNER_GROUP, count - len(messages), block_ms)
+        out = []
+        for message in messages:
+            try:
+                out.append((message.id, TrajectoryGroup.from_bytes(message.payload)))
+            except RecordError:
+                self.dropped += 1
+                self._drop(self.names.trajectories, LEARNER_GROUP, [message.id])
+        return out
+
+    def first_delivery(self, group: TrajectoryGroup) -> bool:
+        """True the first time a group id is seen: a redelivered prompt's group is a duplicate."""
+        return bool(self.client.sadd(self.names.consumed, group.id))
+
+    def ack_groups(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            self._drop(self.names.trajectories, LEARNER_GROUP, message_ids)
+
+    def depth(self) -> dict[str, int]:
+        """Entries and pending (delivered, not acked) per stream."""
+        out = {}
+        for name, stream, group in (
+            ("prompts", self.names.prompts, ACTORS_GROUP),
+            ("trajectories", self.names.trajectories, LEARNER_GROUP),
+        ):
+            out[f"{name}_len"] = int(self.client.xlen(stream))
+            try:
+                out[f"{name}_pending"] = int(self.client.xpending(stream, group)["pending"])
+            except redis.ResponseError:
+                out[f"{name}_pending"] = 0
+        return out
+
+    def _drop(self, stream: str, group: str, ids: Sequence[str]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(stream, group, *ids)
+        pipe.xdel(stream, *ids)
+        pipe.execute()
+
+    def _read(self, stream: str, group: str, count: int, block_ms: int) -> list[Message]:
+        reply = self.client.xreadgroup(group, self.consumer, {stream: ">"}, count=count, block=block_ms)
+        return [self._message(m) for _, entries in (reply or []) for m in entries]
+
+    def _reclaim(self, stream: str, group: str, count: int) -> list[Message]:
+        reply = self.client.xautoclaim(stream, group, self.consumer, self.claim_idle_ms, "0-0", count=count)
+        # [next_id, entries] on Redis 6.2, [next_id, entries, deleted_ids] on >= 7; entries deleted while
+        # pending come back with no fields
+        return [self._message(m) for m in reply[1] if m[1]]
+
+    def _message(self, entry: tuple[bytes, dict[bytes, bytes]]) -> Message:
+        message_id, fields = entry
+        payload = fields.get(PROMPT_FIELD) or fields.get(GROUP_FIELD) or b""
+        return Message(self._decode(message_id), payload)
+
+    @staticmethod
+    def _decode(value: bytes | str) -> str:
+        return value.decode() if isinstance(value, bytes) else value
