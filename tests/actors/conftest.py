@@ -1,0 +1,92 @@
+"""Rollout fixtures: a tiny model taught (by real training) to answer one synthetic prompt with a box, so the
+real engines walk the whole grounding-crop-answer path; one vLLM engine per test session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from actors.engine import Prompt
+from actors.hf_engine import model_inputs
+from actors.loop import Tokenizer
+from mgpo.boxes import Box, check_box
+from mgpo.crop import crop_region, full_region, render_view, view_input_size
+from mgpo.data.dataset import open_store, read_prompts, write_synthetic
+from mgpo.models.tiny import load_policy, load_processor
+from mgpo.templates import IM_END, MGPO, first_prompt, followup
+from tests.conftest import TINY_BUDGET
+
+BOX = (10, 300, 60, 350)  # in the first sample's 448x420 input: covers its red tag
+BOX_AS_BOX = Box(*map(float, BOX))
+REPLY1 = (
+    f'The red tag.\n```json\n[{{"bbox_2d": [{BOX[0]}, {BOX[1]}, {BOX[2]}, {BOX[3]}], "label": "tag"}}]\n```'
+)
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    write_synthetic(root, 4, 0, progress=False)
+    return root
+
+
+def _teach(model, processor, examples, steps: int = 300) -> None:
+    """Teacher-force `examples` (prompt, reply) until the model reproduces them greedily."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batches = []
+    for prompt, reply_ids in examples:
+        inputs = model_inputs(
+            processor, [Prompt(prompt.ids + reply_ids, prompt.images)], processor.tokenizer.pad_token_id
+        )
+        labels = inputs["input_ids"].clone()
+        labels[:, : labels.shape[1] - len(reply_ids)] = -100
+        batches.append((inputs, labels))
+    model.train()
+    for _ in range(steps):
+        total = 0.0
+        for inputs, labels in batches:
+            model.model.rope_deltas = None
+            loss = model(**inputs, labels=labels).loss
+            loss.backward()
+            total += loss.item()
+        optimiser.step()
+        optimiser.zero_grad()
+        if total < 0.01 * len(batches):
+            break
+    model.eval()
+
+
+@pytest.fixture(scope="session")
+def box_model(tiny_small, synth_data, tmp_path_factory):
+    """The tiny model after learning: turn 1 -> REPLY1 (a valid box), turn 2 -> the right letter."""
+    processor = load_processor(tiny_small)
+    tok = Tokenizer(processor.tokenizer)
+    model = load_policy(tiny_small)
+    record = next(read_prompts(synth_data))
+    original = open_store(synth_data).get(record.images[0])
+    view = render_view(original, None, TINY_BUDGET)
+    size_in = view_input_size(original.size, None, TINY_BUDGET)
+    region = crop_region(check_box(BOX_AS_BOX, size_in), size_in, full_region(original), original.size)
+    crop = render_view(original, region, TINY_BUDGET)
+    turn1 = Prompt(tok.encode(first_prompt(MGPO, record.question, record.choices)), [view])
+    reply1 = tok.encode(REPLY1)
+    injected = tok.encode(followup(MGPO, record.question, record.choices, valid=True, reply_closed=False))
+    turn2 = Prompt(turn1.ids + reply1 + injected, [view, crop])
+    reply2 = tok.encode(
+        f"It is {record.choices[ord(record.answer) - 65]}. \\boxed{{{record.answer}}}{IM_END}"
+    )
+    _teach(model, processor, [(turn1, reply1), (turn2, reply2)])
+    out = tmp_path_factory.mktemp("box-model")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(box_model):
+    pytest.importorskip("vllm")
+    from actors.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(str(box_model), max_images=3)
+    yield engine
+    engine.close()

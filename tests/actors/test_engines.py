@@ -1,0 +1,112 @@
+import importlib.metadata
+
+import pytest
+from PIL import Image
+
+from actors import vllm_compat
+from actors.engine import Prompt, Sampling
+from actors.hf_engine import HFEngine
+from actors.loop import Tokenizer
+from mgpo.crop import render_view
+from mgpo.data.dataset import open_store, read_prompts
+from mgpo.models.tiny import load_policy
+from mgpo.models.weights import save_weights
+from mgpo.templates import MGPO, first_prompt, followup
+from tests.actors.conftest import REPLY1
+from tests.conftest import TINY_BUDGET
+
+pytestmark = pytest.mark.slow
+GREEDY = Sampling(n=1, max_tokens=40, temperature=0.0)
+
+
+def _prompts(box_model, synth_data):
+    hf = HFEngine(str(box_model))
+    tok = Tokenizer(hf.tokenizer)
+    record = next(read_prompts(synth_data))
+    original = open_store(synth_data).get(record.images[0])
+    view = render_view(original, None, TINY_BUDGET)
+    crop = render_view(original.crop((100, 100, 400, 380)), None, TINY_BUDGET)
+    turn1 = Prompt(tok.encode(first_prompt(MGPO, record.question, record.choices)), [view])
+    two = (
+        turn1.ids
+        + tok.encode(REPLY1)
+        + tok.encode(followup(MGPO, record.question, record.choices, True, False))
+    )
+    return hf, tok, [turn1, Prompt(two, [view, crop])]
+
+
+def test_vllm_and_hf_agree_on_greedy_ids_and_logprobs_for_one_and_two_images(
+    box_model, synth_data, vllm_engine
+):
+    hf, tok, prompts = _prompts(box_model, synth_data)
+    sampling = Sampling(n=1, max_tokens=40, temperature=0.0, stop_ids=(tok.im_end,))
+    expected = hf.generate(prompts, sampling)
+    got = vllm_engine.generate(prompts, sampling)
+    for want, have in zip(expected, got, strict=True):
+        assert have[0].ids == want[0].ids
+        assert len(set(want[0].ids)) > 5  # a real, varied reply, not a degenerate repeat
+        assert max(abs(a - b) for a, b in zip(want[0].logprobs, have[0].logprobs, strict=True)) < 1e-4
+        assert have[0].finish_reason == want[0].finish_reason
+
+
+def test_both_engines_stop_at_the_closing_fence_and_keep_it(box_model, synth_data, vllm_engine):
+    hf, tok, prompts = _prompts(box_model, synth_data)
+    sampling = Sampling(n=1, max_tokens=60, temperature=0.0, stop=MGPO.stop, stop_ids=(tok.im_end,))
+    for engine in (hf, vllm_engine):
+        completion = engine.generate(prompts[:1], sampling)[0][0]
+        assert tok.decode(completion.ids) == REPLY1 and completion.finish_reason == "stop"
+
+
+def test_sampling_n_gives_n_completions_with_logprobs(vllm_engine, box_model, synth_data):
+    _, tok, prompts = _prompts(box_model, synth_data)
+    out = vllm_engine.generate(prompts, Sampling(n=3, max_tokens=8, temperature=1.0, seed=0))
+    assert [len(o) for o in out] == [3, 3]
+    assert all(len(c.ids) == len(c.logprobs) and all(lp <= 0 for lp in c.logprobs) for o in out for c in o)
+
+
+def test_vllm_reloads_weights_in_place_and_then_matches_hf(
+    vllm_engine, box_model, tiny_small, synth_data, tmp_path
+):
+    hf, tok, prompts = _prompts(box_model, synth_data)
+    sampling = Sampling(n=1, max_tokens=12, temperature=0.0, stop_ids=(tok.im_end,))
+    before = vllm_engine.generate(prompts, sampling)
+    base = save_weights(load_policy(tiny_small), tmp_path / "base.safetensors")
+    vllm_engine.load_weights(str(base), version=1)
+    hf.load_weights(str(base), version=1)
+    assert vllm_engine.version == 1
+    after = vllm_engine.generate(prompts, sampling)
+    reference = hf.generate(prompts, sampling)
+    assert after[0][0].ids != before[0][0].ids  # outputs changed: the same images, fresh caches
+    for want, have in zip(reference, after, strict=True):
+        assert have[0].ids == want[0].ids
+        assert max(abs(a - b) for a, b in zip(want[0].logprobs, have[0].logprobs, strict=True)) < 1e-4
+    restored = save_weights(load_policy(box_model), tmp_path / "box.safetensors")
+    vllm_engine.load_weights(str(restored), version=2)
+    assert vllm_engine.generate(prompts, sampling)[0][0].ids == before[0][0].ids
+
+
+def test_compat_module_is_registered_as_a_vllm_plugin_and_aliases_smart_resize():
+    plugins = {e.name: e.value for e in importlib.metadata.entry_points(group="vllm.general_plugins")}
+    assert plugins.get("mgpo_qwen_vl_compat") == "actors.vllm_compat:install"
+    assert not vllm_compat.torchvision_available()  # our machines: the shims are active
+    vllm_compat.install()
+    vllm_compat.install()  # idempotent
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as pil_smart_resize
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    assert smart_resize is pil_smart_resize
+
+
+def test_hf_engine_refuses_weights_of_another_model(box_model, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "odd.safetensors"
+    save_file({"not.a.weight": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="do not fit"):
+        HFEngine(str(box_model)).load_weights(str(path), 1)
+
+
+def test_prompt_images_must_be_rendered_views():
+    image = Image.new("RGB", (448, 420))
+    assert render_view(image, None, TINY_BUDGET) is image
