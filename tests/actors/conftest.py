@@ -13,11 +13,13 @@ from mgpo.boxes import Box, check_box
 from mgpo.crop import crop_region, full_region, render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_synthetic
 from mgpo.models.tiny import load_policy, load_processor
-from mgpo.templates import IM_END, MGPO, first_prompt, followup
+from mgpo.templates import IM_END, MGPO, first_prompt, followup, multiturn
 from tests.conftest import TINY_BUDGET
 
 BOX = (10, 300, 60, 350)  # in the first sample's 448x420 input: covers its red tag
 BOX_AS_BOX = Box(*map(float, BOX))
+# the multi-turn template's crop request names the image to cut from
+REPLY_MT = f'```json\n{{"bbox_2d": [{BOX[0]}, {BOX[1]}, {BOX[2]}, {BOX[3]}], "image": 1}}\n```'
 REPLY1 = (
     f'The red tag.\n```json\n[{{"bbox_2d": [{BOX[0]}, {BOX[1]}, {BOX[2]}, {BOX[3]}], "label": "tag"}}]\n```'
 )
@@ -75,7 +77,13 @@ def box_model(tiny_small, synth_data, tmp_path_factory):
     reply2 = tok.encode(
         f"It is {record.choices[ord(record.answer) - 65]}. \\boxed{{{record.answer}}}{IM_END}"
     )
-    _teach(model, processor, [(turn1, reply1), (turn2, reply2)])
+    # multi-turn (one crop allowed): ask for a crop, and after it ask again -> over the limit
+    mt = multiturn(1)
+    mt1 = Prompt(tok.encode(first_prompt(mt, record.question, record.choices)), [view])
+    reply_mt = tok.encode(REPLY_MT)
+    mt_injected = tok.encode(followup(mt, record.question, record.choices, valid=True, reply_closed=False))
+    mt2 = Prompt(mt1.ids + reply_mt + mt_injected, [view, crop])
+    _teach(model, processor, [(turn1, reply1), (turn2, reply2), (mt1, reply_mt), (mt2, reply_mt)])
     out = tmp_path_factory.mktemp("box-model")
     model.save_pretrained(out)
     processor.save_pretrained(out)
