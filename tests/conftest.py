@@ -34,3 +34,21 @@ def tiny_qwen(tmp_path_factory):
     return build_tiny(
         tmp_path_factory.mktemp("tiny-qwen"), tokenizer="qwen", size="xs", seed=0, budget=TINY_BUDGET
     )
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private Redis-protocol server for the test session (never on Ray's port 6379)."""
+    from services.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """Local Ray with logical CPUs for several actors (physical cores: 2)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,180 @@
+"""The rollout actor: one engine, pulling prompts from Redis, pushing scored trajectory groups.
+
+`RolloutWorker` is a plain class (tested directly); `start_rollout_actor` wraps it as a threaded Ray actor so
+`health`, `stats` and `load_weights` are answered while `run` pulls. The engine lock makes a weight swap
+happen between two batches, never inside one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import redis
+
+from actors.engine import Engine
+from actors.loop import Loop, RolloutSettings, Tokenizer
+from mgpo.images import ImageStore
+from mgpo.resize import PixelBudget
+from mgpo.templates import Mode, template_for
+from services.queue import Queue, group_id
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """What one rollout actor needs; nothing else of the run's config reaches it."""
+
+    name: str
+    model_path: str
+    engine: str  # "vllm" | "hf"
+    redis_url: str
+    run: str
+    image_store: str
+    mode: str = Mode.MGPO.value
+    max_crops: int = 1
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_turn_tokens: int = 256
+    max_model_len: int = 8192
+    min_pixels: int = 64 * 28 * 28
+    max_pixels: int = 256 * 28 * 28
+    batch_prompts: int = 4
+    claim_idle_ms: int = 60_000
+    seed: int = 0
+
+
+@dataclass
+class ActorStats:
+    state: str = "starting"  # starting | idle | rolling_out | loading_weights | stopped
+    prompts: int = 0
+    groups: int = 0
+    samples: int = 0
+    valid_grounding: int = 0
+    reward_sum: float = 0.0
+    generated_tokens: int = 0
+    rollout_seconds: float = 0.0
+    policy_version: int = 0
+
+
+def build_engine(spec: ActorSpec) -> Engine:
+    max_images = template_for(Mode(spec.mode), spec.max_crops).max_crops + 4  # + multi-image prompts
+    if spec.engine == "vllm":
+        from actors.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            spec.model_path, max_images=max_images, max_model_len=spec.max_model_len, seed=spec.seed
+        )
+    if spec.engine == "hf":
+        from actors.hf_engine import HFEngine
+
+        return HFEngine(spec.model_path)
+    raise ValueError(f"unknown engine {spec.engine!r}; choose 'vllm' or 'hf'")
+
+
+def _tokenizer_of(engine: Engine) -> object:
+    llm = getattr(engine, "llm", None)
+    return llm.get_tokenizer() if llm is not None else engine.tokenizer  # type: ignore[attr-defined]
+
+
+class RolloutWorker:
+    def __init__(self, spec: ActorSpec) -> None:
+        self.spec = spec
+        self.engine = build_engine(spec)
+        settings = RolloutSettings(
+            template=template_for(Mode(spec.mode), spec.max_crops),
+            budget=PixelBudget(spec.min_pixels, spec.max_pixels),
+            n=spec.n,
+            max_turn_tokens=spec.max_turn_tokens,
+            max_model_len=spec.max_model_len,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+        )
+        self.loop = Loop(
+            self.engine,
+            Tokenizer(_tokenizer_of(self.engine)),
+            ImageStore(spec.image_store),
+            settings,
+            spec.name,
+        )
+        self.queue = Queue(
+            redis.Redis.from_url(spec.redis_url), spec.run, spec.name, claim_idle_ms=spec.claim_idle_ms
+        )
+        self.queue.ensure_groups()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stats = ActorStats(state="idle")
+        self._steps = 0
+
+    def step(self, block_ms: int = 500) -> int:
+        """One batch: take prompts, roll them out, push the groups and ack; returns the prompts done."""
+        taken = self.queue.take_prompts(self.spec.batch_prompts, block_ms=block_ms)
+        if not taken:
+            return 0
+        with self._lock:
+            self._stats.state = "rolling_out"
+            start = time.perf_counter()
+            seed = self.spec.seed + 7919 * self._steps
+            groups = self.loop.rollout(
+                [r for _, r in taken], seed=seed, group_ids=[group_id(m) for m, _ in taken]
+            )
+            seconds = time.perf_counter() - start
+            self._steps += 1
+        self.queue.complete_prompts([m for m, _ in taken], groups)
+        self._count(groups, seconds)
+        return len(taken)
+
+    def _count(self, groups: list, seconds: float) -> None:
+        s = self._stats
+        samples = [x for g in groups for x in g.samples]
+        s.state = "idle"
+        s.prompts += len(groups)
+        s.groups += len(groups)
+        s.samples += len(samples)
+        s.valid_grounding += sum(x.valid_grounding for x in samples)
+        s.reward_sum += sum(x.reward for x in samples)
+        s.generated_tokens += int(sum(x.loss_mask.sum() for x in samples))
+        s.rollout_seconds += seconds
+        s.policy_version = self.engine.version
+
+    def run(self, max_prompts: int | None = None) -> dict[str, object]:
+        """Pull until stopped (or `max_prompts` done); returns the stats."""
+        done = 0
+        while not self._stop.is_set() and (max_prompts is None or done < max_prompts):
+            done += self.step()
+        self._stats.state = "stopped" if self._stop.is_set() else "idle"
+        return self.stats()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def load_weights(self, path: str, version: int) -> int:
+        """Swap weights between batches; returns the version now in use."""
+        with self._lock:
+            self._stats.state = "loading_weights"
+            self.engine.load_weights(path, version)
+            self._stats.state = "idle"
+            self._stats.policy_version = version
+        return self.engine.version
+
+    def health(self) -> dict[str, object]:
+        return {"name": self.spec.name, "state": self._stats.state, "policy_version": self.engine.version}
+
+    def stats(self) -> dict[str, object]:
+        return asdict(self._stats)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def start_rollout_actor(spec: ActorSpec, num_cpus: float = 1.0) -> object:
+    """A Ray actor running a RolloutWorker; threaded so control calls are served while it pulls.
+
+    `num_cpus` is a logical reservation: the driver starts Ray with enough logical CPUs for every actor and
+    the learner, so none stays pending forever on a 2-core machine.
+    """
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, max_concurrency=4)(RolloutWorker)
+    return remote.options(name=spec.name).remote(spec)
