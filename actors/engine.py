@@ -26,6 +26,8 @@ class Sampling:
     stop: tuple[str, ...] = ()  # stop strings, kept in the output (the closing JSON fence is part of turn 1)
     stop_ids: tuple[int, ...] = ()  # stop tokens, kept in the output (<|im_end|> closes the turn)
     seed: int | None = None  # per batch; prompt i uses seed + i
+    # never sampled: a generated <|image_pad|> would claim an image that is not there
+    banned_ids: tuple[int, ...] = ()
 
 
 class Completion(NamedTuple):

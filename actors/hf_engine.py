@@ -92,6 +92,7 @@ class HFEngine:
                 num_return_sequences=sampling.n,
                 eos_token_id=list(sampling.stop_ids) or None,
                 stop_strings=list(sampling.stop) or None,
+                suppress_tokens=list(sampling.banned_ids) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
                 output_logits=True,

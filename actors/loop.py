@@ -25,6 +25,7 @@ from mgpo.rewards import choice_reward, counting_reward, grounding_reward, last_
 from mgpo.templates import (
     COUNTING_PROMPT,
     GROUNDING_PROMPT,
+    VISION_TOKENS,
     Mode,
     Template,
     first_prompt,
@@ -72,6 +73,7 @@ class Tokenizer:
     def __init__(self, hf_tokenizer: object) -> None:
         self._tok = hf_tokenizer
         self.im_end = hf_tokenizer.convert_tokens_to_ids("<|im_end|>")  # type: ignore[attr-defined]
+        self.vision = tuple(hf_tokenizer.convert_tokens_to_ids(list(VISION_TOKENS)))  # type: ignore[attr-defined]
 
     def encode(self, text: str) -> list[int]:
         return self._tok(text, add_special_tokens=False).input_ids  # type: ignore[operator]
@@ -160,6 +162,7 @@ class Loop:
             top_p=self.settings.top_p,
             stop=template.stop if may_crop and template is not None else (),
             stop_ids=(self.tok.im_end,),
+            banned_ids=self.tok.vision,
             seed=None if seed is None else seed + 1_000_003 * turn,
         )
 
@@ -280,6 +283,7 @@ class Loop:
                     turns=len(s.texts),
                     finish_reason=s.finish_reason,
                     text=tuple(s.texts),
+                    sampled_tokens=sum(len(x.ids) for x in s.segments if x.source is Source.GENERATED),
                 )
             )
         return TrajectoryGroup(

@@ -134,7 +134,7 @@ class RolloutWorker:
         s.samples += len(samples)
         s.valid_grounding += sum(x.valid_grounding for x in samples)
         s.reward_sum += sum(x.reward for x in samples)
-        s.generated_tokens += int(sum(x.loss_mask.sum() for x in samples))
+        s.generated_tokens += sum(x.sampled_tokens for x in samples)
         s.rollout_seconds += seconds
         s.policy_version = self.engine.version
 

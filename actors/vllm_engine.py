@@ -56,6 +56,8 @@ class VLLMEngine:
                 include_stop_str_in_output=True,
                 skip_special_tokens=False,
                 logprobs=0,
+                # logprobs are raw (before the bias), so banning changes what is sampled, not what is scored
+                logit_bias={i: -100.0 for i in sampling.banned_ids} or None,
                 seed=None if sampling.seed is None else sampling.seed + i,
             )
             for i in range(len(prompts))

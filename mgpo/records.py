@@ -87,6 +87,7 @@ class TrajectorySample:
     turns: int
     finish_reason: str  # "stop" | "length" | "over_turn" | ...
     text: tuple[str, ...] = ()  # decoded model turns, for logs and the viewer only (never re-encoded)
+    sampled_tokens: int = 0  # tokens the policy generated, counted even when the sample is masked out
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def _sample_to_wire(s: TrajectorySample) -> dict[str, Any]:
         "turns": int(s.turns),
         "finish_reason": s.finish_reason,
         "text": list(s.text),
+        "sampled_tokens": int(s.sampled_tokens),
     }
 
 
@@ -155,6 +157,7 @@ def _sample_from_wire(w: dict[str, Any]) -> TrajectorySample:
         turns=int(w["turns"]),
         finish_reason=str(w["finish_reason"]),
         text=tuple(w["text"]),
+        sampled_tokens=int(w["sampled_tokens"]),
     )
 
 

@@ -20,6 +20,8 @@ ASSISTANT_START = f"{IM_START}assistant\n"
 # so the stop strings include what precedes the closing one; they are kept in the sampled text.
 BOX_STOP = ("]\n```", "}\n```", "]```", "}```")
 LETTERS = string.ascii_uppercase
+# Tokens only the system places: a policy that samples one would claim an image that is not there.
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 
 class Mode(StrEnum):

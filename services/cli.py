@@ -81,6 +81,38 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from actors.offline import run_offline_rollout
+    from actors.rollout_actor import ActorSpec
+
+    engine = args.engine or _default_engine()
+    spec = ActorSpec(
+        name="offline",
+        model_path=args.model,
+        engine=engine,
+        redis_url="",
+        run="offline",
+        image_store="",
+        mode=args.mode,
+        max_crops=args.max_crops,
+        n=args.n,
+        temperature=args.temperature,
+        max_turn_tokens=args.max_turn_tokens,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        seed=args.seed,
+    )
+    summary = run_offline_rollout(spec, args.data, args.out, args.batch, args.limit)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _default_engine() -> str:
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -150,6 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", required=True, choices=sorted(LOADERS), help="layout of PATH")
     check.add_argument("path", help="the dataset's root folder as published")
     check.set_defaults(func=cmd_data_check)
+
+    rollout = commands.add_parser(
+        "rollout",
+        help="run the grounding-crop-answer loop over a dataset folder (no Redis); prints accuracy, valid-grounding ratio, tokens/s",
+    )
+    rollout.add_argument(
+        "--model", required=True, help="model folder (tiny or a real Qwen2.5-VL / Qwen2-VL checkpoint)"
+    )
+    rollout.add_argument("--data", required=True, help="dataset folder (mgpo data synth layout)")
+    rollout.add_argument("--mode", choices=("mgpo", "grpo", "multiturn"), default="mgpo")
+    rollout.add_argument("--n", type=int, default=4, help="samples per prompt (default %(default)s)")
+    rollout.add_argument("--out", required=True, help="JSONL file of trajectory groups")
+    rollout.add_argument(
+        "--engine", choices=("vllm", "hf"), default=None, help="default: vllm when installed, else hf"
+    )
+    rollout.add_argument(
+        "--max-crops", type=int, default=3, help="multiturn: crops allowed (default %(default)s)"
+    )
+    rollout.add_argument("--temperature", type=float, default=1.0)
+    rollout.add_argument("--max-turn-tokens", type=int, default=256)
+    rollout.add_argument("--batch", type=int, default=8, help="prompts per engine call (default %(default)s)")
+    rollout.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    rollout.add_argument("--seed", type=int, default=0)
+    _budget_flags(rollout, 64, 256)
+    rollout.set_defaults(func=cmd_rollout)
 
     demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
     demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")

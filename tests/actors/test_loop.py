@@ -7,7 +7,7 @@ from mgpo.boxes import Box
 from mgpo.crop import render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.records import PromptRecord, TaskKind
-from mgpo.templates import GRPO, MGPO, first_prompt, followup, multiturn
+from mgpo.templates import GRPO, MGPO, VISION_TOKENS, first_prompt, followup, multiturn
 from tests.actors.conftest import BOX, REPLY1, REPLY_MT
 from tests.conftest import TINY_BUDGET
 
@@ -79,7 +79,9 @@ def test_bad_model_output_is_scored_invalid_and_never_crashes(vllm_engine, synth
     records = list(read_prompts(synth_data))[1:4]  # prompts the model was never taught: it babbles
     groups = loop.rollout(records, seed=1)
     assert [g.prompt_id for g in groups] == [r.id for r in records]
+    vision = vllm_engine.llm.get_tokenizer().convert_tokens_to_ids(list(VISION_TOKENS))
     for sample in (s for g in groups for s in g.samples):
+        assert not np.isin(sample.ids[sample.loss_mask], vision).any()  # never sampled
         assert not sample.valid_grounding and sample.reward == 0.0 and sample.turns == 2
         assert sample.views[1].region is None  # the original again after an invalid box
         assert sample.finish_reason in ("stop", "length")
