@@ -57,14 +57,17 @@ def test_two_ray_actors_share_a_queue_and_each_prompt_is_done_once(
     run = f"r{next(_runs)}"
     q = _queue(redis_server, run)
     ids = q.put_prompts(_records(synth_data, 8))
-    actors = [
-        start_rollout_actor(_spec(box_model, synth_data, redis_server, run, f"{run}-a{i}")) for i in range(2)
+    # no one dies here: an idle timeout far above a batch's time, so nothing is reclaimed while in flight;
+    # duplicates would still be harmless, and are dropped as the learner drops them
+    specs = [
+        _spec(box_model, synth_data, redis_server, run, f"{run}-a{i}", claim_idle_ms=60_000) for i in range(2)
     ]
+    actors = [start_rollout_actor(spec) for spec in specs]
     runs = [a.run.remote() for a in actors]
     deadline = time.monotonic() + 300
     groups = []
     while len(groups) < 8 and time.monotonic() < deadline:
-        groups += q.take_groups(8, block_ms=500)
+        groups += [(m, g) for m, g in q.take_groups(8, block_ms=500) if q.first_delivery(g)]
         health = ray_local.get([a.health.remote() for a in actors])  # answered while `run` pulls
         assert all(h["state"] in ("idle", "rolling_out") for h in health)
     for a in actors:
