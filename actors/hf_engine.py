@@ -12,13 +12,19 @@ from actors.engine import Completion, Prompt, Sampling
 from mgpo.masks import Sequence as TokenSequence
 from mgpo.masks import expand_image_pads
 from mgpo.models.tiny import load_policy, load_processor
-from mgpo.resize import MERGE
-
-# Images arrive already at their budget size; bounds this wide keep the processor from resizing them again.
-NO_RESIZE = {"size": {"shortest_edge": 1, "longest_edge": 1 << 40}}
+from mgpo.resize import MERGE, PixelBudget
 
 
-def model_inputs(processor: object, prompts: Sequence[Prompt], pad_id: int) -> dict[str, torch.Tensor]:
+def processor_size(budget: PixelBudget) -> dict[str, dict[str, int]]:
+    """The processor's resize bounds = the budget. Images arrive rendered to the budget (multiples of 28
+    inside it), a fixed point of smart_resize, so the processor leaves them as they are. (Never pass
+    unbounded sizes: vLLM profiles memory with a dummy image of the largest allowed size.)"""
+    return {"size": {"shortest_edge": budget.min_pixels, "longest_edge": budget.max_pixels}}
+
+
+def model_inputs(
+    processor: object, prompts: Sequence[Prompt], pad_id: int, budget: PixelBudget
+) -> dict[str, torch.Tensor]:
     """Expand compact prompts, left-pad them into a batch, and add pixels and mRoPE inputs.
 
     Used by the HF engine and the learner alike: one path from compact ids + images to a forward's inputs.
@@ -29,7 +35,7 @@ def model_inputs(processor: object, prompts: Sequence[Prompt], pad_id: int) -> d
     for prompt in prompts:
         counts: list[int] = []
         if prompt.images:
-            pixels = image_processor(prompt.images, **NO_RESIZE, return_tensors="pt")
+            pixels = image_processor(prompt.images, **processor_size(budget), return_tensors="pt")
             pixel_values.append(pixels["pixel_values"])
             grids.append(pixels["image_grid_thw"])
             counts = [int(g.prod()) // (MERGE * MERGE) for g in pixels["image_grid_thw"]]
@@ -57,7 +63,8 @@ def model_inputs(processor: object, prompts: Sequence[Prompt], pad_id: int) -> d
 class HFEngine:
     """Batched `generate` of a transformers Qwen2.5-VL; logprobs from the raw logits."""
 
-    def __init__(self, model_path: str, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model_path: str, budget: PixelBudget, dtype: torch.dtype = torch.float32) -> None:
+        self.budget = budget
         self.processor = load_processor(model_path)
         self.tokenizer = self.processor.tokenizer
         self.model = load_policy(model_path, dtype=dtype).eval()
@@ -76,7 +83,7 @@ class HFEngine:
         return results
 
     def _generate_one(self, prompt: Prompt, sampling: Sampling, seed: int | None) -> list[Completion]:
-        inputs = model_inputs(self.processor, [prompt], self.tokenizer.pad_token_id)
+        inputs = model_inputs(self.processor, [prompt], self.tokenizer.pad_token_id, self.budget)
         if seed is not None:
             torch.manual_seed(seed)
         self.model.model.rope_deltas = None  # cached from the previous call otherwise

@@ -60,16 +60,17 @@ class ActorStats:
 
 def build_engine(spec: ActorSpec) -> Engine:
     max_images = template_for(Mode(spec.mode), spec.max_crops).max_crops + 4  # + multi-image prompts
+    budget = PixelBudget(spec.min_pixels, spec.max_pixels)
     if spec.engine == "vllm":
         from actors.vllm_engine import VLLMEngine
 
         return VLLMEngine(
-            spec.model_path, max_images=max_images, max_model_len=spec.max_model_len, seed=spec.seed
+            spec.model_path, max_images, budget, max_model_len=spec.max_model_len, seed=spec.seed
         )
     if spec.engine == "hf":
         from actors.hf_engine import HFEngine
 
-        return HFEngine(spec.model_path)
+        return HFEngine(spec.model_path, budget)
     raise ValueError(f"unknown engine {spec.engine!r}; choose 'vllm' or 'hf'")
 
 

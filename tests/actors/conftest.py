@@ -37,9 +37,8 @@ def _teach(model, processor, examples, steps: int = 300) -> None:
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     batches = []
     for prompt, reply_ids in examples:
-        inputs = model_inputs(
-            processor, [Prompt(prompt.ids + reply_ids, prompt.images)], processor.tokenizer.pad_token_id
-        )
+        full = Prompt(prompt.ids + reply_ids, prompt.images)
+        inputs = model_inputs(processor, [full], processor.tokenizer.pad_token_id, TINY_BUDGET)
         labels = inputs["input_ids"].clone()
         labels[:, : labels.shape[1] - len(reply_ids)] = -100
         batches.append((inputs, labels))
@@ -95,6 +94,6 @@ def vllm_engine(box_model):
     pytest.importorskip("vllm")
     from actors.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(str(box_model), max_images=3)
+    engine = VLLMEngine(str(box_model), 3, TINY_BUDGET)
     yield engine
     engine.close()

@@ -20,7 +20,7 @@ GREEDY = Sampling(n=1, max_tokens=40, temperature=0.0)
 
 
 def _prompts(box_model, synth_data):
-    hf = HFEngine(str(box_model))
+    hf = HFEngine(str(box_model), TINY_BUDGET)
     tok = Tokenizer(hf.tokenizer)
     record = next(read_prompts(synth_data))
     original = open_store(synth_data).get(record.images[0])
@@ -104,7 +104,7 @@ def test_hf_engine_refuses_weights_of_another_model(box_model, tmp_path):
     path = tmp_path / "odd.safetensors"
     save_file({"not.a.weight": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="do not fit"):
-        HFEngine(str(box_model)).load_weights(str(path), 1)
+        HFEngine(str(box_model), TINY_BUDGET).load_weights(str(path), 1)
 
 
 def test_prompt_images_must_be_rendered_views():

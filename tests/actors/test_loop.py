@@ -24,7 +24,7 @@ def _loop(engine, synth_data, template=MGPO, n=2, temperature=0.0, max_turn_toke
 
 @pytest.fixture(scope="module")
 def hf_box(box_model):
-    return HFEngine(str(box_model))
+    return HFEngine(str(box_model), TINY_BUDGET)
 
 
 def test_mgpo_two_turn_sequence_is_token_exact_and_crops_the_original_at_the_box(vllm_engine, synth_data):
