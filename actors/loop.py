@@ -100,7 +100,8 @@ class Loop:
             settings,
             actor,
         )
-        self._originals: dict[str, Image.Image] = {}
+        self._originals: dict[str, Image.Image] = {}  # per rollout call: decoded originals
+        self._rendered: dict[str, Image.Image] = {}
         self._after_turn: Callable[[_Sample, Completion, int], None] = {
             Mode.MGPO: self._mgpo_turn,
             Mode.GRPO: self._final_turn,
@@ -116,9 +117,11 @@ class Loop:
         prompt yields the same id); random ids otherwise.
         """
         start = time.perf_counter()
+        self._originals.clear()
+        self._rendered.clear()
         version = self.engine.version
         n = self.settings.n
-        samples = [self._start(r) for r in records for _ in range(n)]
+        samples = [s for r in records for s in self._start(r, n)]
         # multiple choice follows the mode's template; counting and grounding are single-turn tasks
         choice = [s for s in samples if s.record.kind is TaskKind.MULTIPLE_CHOICE]
         self._run(choice, self._after_turn, self.settings.template, seed)
@@ -166,26 +169,37 @@ class Loop:
             seed=None if seed is None else seed + 1_000_003 * turn,
         )
 
+    def _whole(self, digest: str) -> Image.Image:
+        """The original rendered to the budget; shared by the n samples of a prompt (rendering a 2K image
+        is most of the loop's own cost)."""
+        if digest not in self._rendered:
+            self._rendered[digest] = render_view(self._original(digest), None, self.settings.budget)
+        return self._rendered[digest]
+
     def _original(self, digest: str) -> Image.Image:
         if digest not in self._originals:
             self._originals[digest] = self.store.get(digest)
         return self._originals[digest]
 
-    def _start(self, record: PromptRecord) -> _Sample:
-        budget = self.settings.budget
+    def _start(self, record: PromptRecord, n: int) -> list[_Sample]:
+        """The n samples of a record, sharing one tokenised prompt and one rendering of each original."""
         originals = [self._original(h) for h in record.images]
         if record.kind is TaskKind.MULTIPLE_CHOICE:
             text = first_prompt(self.settings.template, record.question, record.choices)
         else:
             task_prompt = COUNTING_PROMPT if record.kind is TaskKind.COUNTING else GROUNDING_PROMPT
             text = single_prompt(task_prompt.format(question=record.question), len(originals))
-        return _Sample(
-            record=record,
-            segments=[Segment(Source.PROMPT, self.tok.encode(text))],
-            views=[View(h) for h in record.images],
-            regions=[full_region(o) for o in originals],
-            images=[render_view(o, None, budget) for o in originals],
-        )
+        prompt = Segment(Source.PROMPT, self.tok.encode(text))
+        return [
+            _Sample(
+                record=record,
+                segments=[prompt],
+                views=[View(h) for h in record.images],
+                regions=[full_region(o) for o in originals],
+                images=[self._whole(h) for h in record.images],
+            )
+            for _ in range(n)
+        ]
 
     def _record_reply(self, sample: _Sample, completion: Completion) -> None:
         sample.segments.append(Segment(Source.GENERATED, completion.ids, completion.logprobs))
