@@ -8,13 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from actors.loop import Loop, RolloutSettings, Tokenizer
-from actors.rollout_actor import ActorSpec, _tokenizer_of, build_engine
+from actors.loop import Loop, Tokenizer
+from actors.rollout_actor import ActorSpec, build_engine, engine_tokenizer, rollout_settings
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.metrics import summarize
 from mgpo.records import TrajectoryGroup
-from mgpo.resize import PixelBudget
-from mgpo.templates import Mode, template_for
 
 
 def group_summary(group: TrajectoryGroup) -> dict[str, object]:
@@ -45,16 +43,9 @@ def run_offline_rollout(
 ) -> dict[str, object]:
     engine = build_engine(spec)
     try:
-        settings = RolloutSettings(
-            template=template_for(Mode(spec.mode), spec.max_crops),
-            budget=PixelBudget(spec.min_pixels, spec.max_pixels),
-            n=spec.n,
-            max_turn_tokens=spec.max_turn_tokens,
-            max_model_len=spec.max_model_len,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
+        loop = Loop(
+            engine, Tokenizer(engine_tokenizer(engine)), open_store(data), rollout_settings(spec), spec.name
         )
-        loop = Loop(engine, Tokenizer(_tokenizer_of(engine)), open_store(data), settings, spec.name)
         records = list(read_prompts(data))[:limit]
         groups: list[TrajectoryGroup] = []
         start = time.perf_counter()

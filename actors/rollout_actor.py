@@ -74,29 +74,33 @@ def build_engine(spec: ActorSpec) -> Engine:
     raise ValueError(f"unknown engine {spec.engine!r}; choose 'vllm' or 'hf'")
 
 
-def _tokenizer_of(engine: Engine) -> object:
+def engine_tokenizer(engine: Engine) -> object:
+    """The HF tokenizer an engine runs with."""
     llm = getattr(engine, "llm", None)
     return llm.get_tokenizer() if llm is not None else engine.tokenizer  # type: ignore[attr-defined]
+
+
+def rollout_settings(spec: ActorSpec) -> RolloutSettings:
+    return RolloutSettings(
+        template=template_for(Mode(spec.mode), spec.max_crops),
+        budget=PixelBudget(spec.min_pixels, spec.max_pixels),
+        n=spec.n,
+        max_turn_tokens=spec.max_turn_tokens,
+        max_model_len=spec.max_model_len,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+    )
 
 
 class RolloutWorker:
     def __init__(self, spec: ActorSpec) -> None:
         self.spec = spec
         self.engine = build_engine(spec)
-        settings = RolloutSettings(
-            template=template_for(Mode(spec.mode), spec.max_crops),
-            budget=PixelBudget(spec.min_pixels, spec.max_pixels),
-            n=spec.n,
-            max_turn_tokens=spec.max_turn_tokens,
-            max_model_len=spec.max_model_len,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-        )
         self.loop = Loop(
             self.engine,
-            Tokenizer(_tokenizer_of(self.engine)),
+            Tokenizer(engine_tokenizer(self.engine)),
             ImageStore(spec.image_store),
-            settings,
+            rollout_settings(spec),
             spec.name,
         )
         self.queue = Queue(

@@ -106,10 +106,8 @@ class Queue:
         A payload that is not a prompt record can never be processed: it is acked, deleted and counted in
         `self.dropped`, rather than redelivered forever.
         """
-        messages = self._reclaim(self.names.prompts, ACTORS_GROUP, count)
-        if len(messages) < count:
-            messages += self._read(self.names.prompts, ACTORS_GROUP, count - len(messages), block_ms)
         out = []
+        messages = self._take(self.names.prompts, ACTORS_GROUP, count, block_ms)
         for message in messages:
             try:
                 out.append((message.id, PromptRecord.from_json(message.payload.decode())))
@@ -132,10 +130,8 @@ class Queue:
 
     def take_groups(self, count: int, block_ms: int = 1000) -> list[tuple[str, TrajectoryGroup]]:
         """Up to `count` trajectory groups for the learner (reclaimed ones first)."""
-        messages = self._reclaim(self.names.trajectories, LEARNER_GROUP, count)
-        if len(messages) < count:
-            messages += self._read(self.names.trajectories, LEARNER_GROUP, count - len(messages), block_ms)
         out = []
+        messages = self._take(self.names.trajectories, LEARNER_GROUP, count, block_ms)
         for message in messages:
             try:
                 out.append((message.id, TrajectoryGroup.from_bytes(message.payload)))
@@ -171,6 +167,13 @@ class Queue:
         pipe.xack(stream, group, *ids)
         pipe.xdel(stream, *ids)
         pipe.execute()
+
+    def _take(self, stream: str, group: str, count: int, block_ms: int) -> list[Message]:
+        """Reclaimed stale messages first (a dead consumer's), then new ones, up to `count`."""
+        messages = self._reclaim(stream, group, count)
+        if len(messages) < count:
+            messages += self._read(stream, group, count - len(messages), block_ms)
+        return messages
 
     def _read(self, stream: str, group: str, count: int, block_ms: int) -> list[Message]:
         reply = self.client.xreadgroup(group, self.consumer, {stream: ">"}, count=count, block=block_ms)
