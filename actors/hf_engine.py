@@ -4,60 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from actors.engine import Completion, Prompt, Sampling
-from mgpo.masks import Sequence as TokenSequence
-from mgpo.masks import expand_image_pads
+from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
-from mgpo.resize import MERGE, PixelBudget
-
-
-def processor_size(budget: PixelBudget) -> dict[str, dict[str, int]]:
-    """The processor's resize bounds = the budget. Images arrive rendered to the budget (multiples of 28
-    inside it), a fixed point of smart_resize, so the processor leaves them as they are. (Never pass
-    unbounded sizes: vLLM profiles memory with a dummy image of the largest allowed size.)"""
-    return {"size": {"shortest_edge": budget.min_pixels, "longest_edge": budget.max_pixels}}
-
-
-def model_inputs(
-    processor: object, prompts: Sequence[Prompt], pad_id: int, budget: PixelBudget
-) -> dict[str, torch.Tensor]:
-    """Expand compact prompts, left-pad them into a batch, and add pixels and mRoPE inputs.
-
-    Used by the HF engine and the learner alike: one path from compact ids + images to a forward's inputs.
-    """
-    image_processor = processor.image_processor  # type: ignore[attr-defined]
-    image_pad = processor.image_token_id  # type: ignore[attr-defined]
-    rows, pixel_values, grids = [], [], []
-    for prompt in prompts:
-        counts: list[int] = []
-        if prompt.images:
-            pixels = image_processor(prompt.images, **processor_size(budget), return_tensors="pt")
-            pixel_values.append(pixels["pixel_values"])
-            grids.append(pixels["image_grid_thw"])
-            counts = [int(g.prod()) // (MERGE * MERGE) for g in pixels["image_grid_thw"]]
-        ids = np.asarray(prompt.ids, dtype=np.int32)
-        compact = TokenSequence(ids, np.zeros(len(ids), bool), np.zeros(len(ids), np.float32))
-        rows.append(torch.from_numpy(expand_image_pads(compact, image_pad, counts).ids.astype(np.int64)))
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row) :] = row
-        attention[i, width - len(row) :] = 1
-    # mm_token_type_ids: without it transformers computes no 3-D (mRoPE) positions for the images
-    inputs = {
-        "input_ids": input_ids,
-        "attention_mask": attention,
-        "mm_token_type_ids": (input_ids == image_pad).long(),
-    }
-    if pixel_values:
-        inputs["pixel_values"] = torch.cat(pixel_values)
-        inputs["image_grid_thw"] = torch.cat(grids)
-    return inputs
+from mgpo.resize import PixelBudget
 
 
 class HFEngine:
@@ -83,7 +36,9 @@ class HFEngine:
         return results
 
     def _generate_one(self, prompt: Prompt, sampling: Sampling, seed: int | None) -> list[Completion]:
-        inputs = model_inputs(self.processor, [prompt], self.tokenizer.pad_token_id, self.budget)
+        inputs = build_batch(
+            self.processor, [compact(prompt.ids)], [prompt.images], self.budget, left_pad=True
+        ).inputs
         if seed is not None:
             torch.manual_seed(seed)
         self.model.model.rope_deltas = None  # cached from the previous call otherwise

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 
 from actors.engine import Completion, Prompt, Sampling
-from actors.hf_engine import processor_size
+from mgpo.models.inputs import processor_size
 from mgpo.resize import PixelBudget
 
 

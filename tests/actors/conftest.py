@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from actors.engine import Prompt
-from actors.hf_engine import model_inputs
 from actors.loop import Tokenizer
 from mgpo.boxes import Box, check_box
 from mgpo.crop import crop_region, full_region, render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_synthetic
+from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.templates import IM_END, MGPO, first_prompt, followup, multiturn
 from tests.conftest import TINY_BUDGET
@@ -37,8 +37,9 @@ def _teach(model, processor, examples, steps: int = 300) -> None:
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     batches = []
     for prompt, reply_ids in examples:
-        full = Prompt(prompt.ids + reply_ids, prompt.images)
-        inputs = model_inputs(processor, [full], processor.tokenizer.pad_token_id, TINY_BUDGET)
+        inputs = build_batch(
+            processor, [compact(prompt.ids + reply_ids)], [prompt.images], TINY_BUDGET, left_pad=False
+        ).inputs
         labels = inputs["input_ids"].clone()
         labels[:, : labels.shape[1] - len(reply_ids)] = -100
         batches.append((inputs, labels))
