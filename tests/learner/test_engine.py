@@ -1,18 +1,13 @@
-import dataclasses
-
 import pytest
 import torch
 
-from actors.hf_engine import HFEngine
-from actors.loop import Loop, RolloutSettings, Tokenizer
 from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks
 from learner.step import mgpo_step, torch_optimizer_step
-from mgpo.data.dataset import open_store, read_prompts
+from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
 from mgpo.models.tiny import load_policy, load_processor
-from mgpo.templates import MGPO
 from services.redis_server import free_port
-from tests.conftest import TINY_BUDGET
+from tests.learner.conftest import rewarded, rollout_groups
 
 pytestmark = pytest.mark.slow
 
@@ -29,20 +24,9 @@ def test_a_deepspeed_step_equals_the_torch_step(stage, box_model, synth_data, mo
     }.items():
         monkeypatch.setenv(key, value)
     store = open_store(synth_data)
-    engine = HFEngine(str(box_model), TINY_BUDGET)
-    loop = Loop(
-        engine,
-        Tokenizer(engine.tokenizer),
-        store,
-        RolloutSettings(MGPO, TINY_BUDGET, n=3, max_turn_tokens=16),
+    groups = rewarded(
+        rollout_groups(box_model, synth_data, [1, 2], n=3, max_turn_tokens=16, seed=2), winner=1
     )
-    groups = loop.rollout(list(read_prompts(synth_data))[1:3], seed=2)
-    groups = [
-        dataclasses.replace(
-            g, samples=tuple(dataclasses.replace(s, reward=float(i == 1)) for i, s in enumerate(g.samples))
-        )
-        for g in groups
-    ]
     processor = load_processor(box_model)
     config = LossConfig(kl_coef=0.0, entropy_coef=0.001)
 

@@ -1,17 +1,12 @@
-import dataclasses
-
 import pytest
 import torch
 
-from actors.hf_engine import HFEngine
-from actors.loop import Loop, RolloutSettings, Tokenizer
 from learner.logprobs import group_batch, token_stats
 from learner.step import mgpo_step, torch_optimizer_step
-from mgpo.data.dataset import open_store, read_prompts
+from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
 from mgpo.models.tiny import load_policy, load_processor
-from mgpo.templates import MGPO
-from tests.conftest import TINY_BUDGET
+from tests.learner.conftest import rewarded, rollout_groups
 
 pytestmark = pytest.mark.slow
 
@@ -24,21 +19,10 @@ def _mean_logprob_per_sample(model, processor, group, store):
     return [chunk.mean().item() for chunk in torch.split(lp, counts)]
 
 
-def test_a_step_raises_the_rewarded_sample_and_lowers_the_others(box_model, synth_data):
+def test_a_step_improves_the_surrogate_and_raises_the_rewarded_sample(box_model, synth_data):
     store = open_store(synth_data)
-    engine = HFEngine(str(box_model), TINY_BUDGET)
-    loop = Loop(
-        engine,
-        Tokenizer(engine.tokenizer),
-        store,
-        RolloutSettings(MGPO, TINY_BUDGET, n=4, max_turn_tokens=24),
-    )
-    group = loop.rollout([list(read_prompts(synth_data))[1]], seed=5)[0]
-    # the rewards are the data of this test: sample 0 right, the rest wrong -> advantages [1.5, -0.5, -0.5, -0.5]
-    group = dataclasses.replace(
-        group,
-        samples=tuple(dataclasses.replace(s, reward=float(i == 0)) for i, s in enumerate(group.samples)),
-    )
+    # sample 0 right, the rest wrong -> advantages [1.5, -0.5, -0.5, -0.5]
+    group = rewarded(rollout_groups(box_model, synth_data, [1], n=4, max_turn_tokens=24, seed=5), winner=0)[0]
     processor = load_processor(box_model)
     model = load_policy(box_model)
     before = _mean_logprob_per_sample(model, processor, group, store)
@@ -70,14 +54,7 @@ def test_a_step_raises_the_rewarded_sample_and_lowers_the_others(box_model, synt
 
 def test_a_step_of_only_degenerate_groups_changes_nothing(box_model, synth_data):
     store = open_store(synth_data)
-    engine = HFEngine(str(box_model), TINY_BUDGET)
-    loop = Loop(
-        engine,
-        Tokenizer(engine.tokenizer),
-        store,
-        RolloutSettings(MGPO, TINY_BUDGET, n=2, max_turn_tokens=16),
-    )
-    group = loop.rollout([list(read_prompts(synth_data))[2]], seed=1)[0]  # babble: all rewards 0
+    group = rollout_groups(box_model, synth_data, [2], n=2, max_turn_tokens=16, seed=1)[0]  # babble: all 0
     model = load_policy(box_model)
     before = [p.clone() for p in model.parameters()]
     calls = []
