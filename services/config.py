@@ -1,0 +1,137 @@
+"""The run config: one YAML file, validated once at load time; every problem reported together.
+
+Each role later receives only the fields it uses (ActorSpec, LossConfig, EngineConfig are built from here).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mgpo.resize import FACTOR
+from mgpo.templates import Mode
+
+
+class ConfigError(ValueError):
+    """A config that cannot run, with every problem listed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Section):
+    path: str = Field("tiny", description="checkpoint folder, or 'tiny' to build the tiny model for the run")
+    tiny_size: Literal["xs", "s", "m"] = "xs"
+    tiny_tokenizer: Literal["small", "qwen"] = "small"
+    dtype: Literal["fp32", "bf16"] = "fp32"
+
+
+class RolloutConfig(_Section):
+    engine: Literal["vllm", "hf"] = "vllm"
+    mode: Mode = Mode.MGPO
+    n: int = Field(8, ge=2, description="samples per prompt; GRPO needs at least 2 to compare")
+    temperature: float = Field(1.0, gt=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_turn_tokens: int = Field(256, ge=8)
+    max_model_len: int = Field(8192, ge=256)
+    max_crops: int = Field(1, ge=1, description="multiturn only: crops allowed per trajectory")
+    min_pixels: int = Field(256 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
+    max_pixels: int = Field(1280 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
+    actors: int = Field(1, ge=1, description="rollout actors at start (more can join later)")
+    batch_prompts: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _budget(self) -> RolloutConfig:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        turns = (self.max_crops if self.mode is Mode.MULTITURN else 1) + 1
+        if turns * self.max_turn_tokens >= self.max_model_len:
+            raise ValueError(
+                f"{turns} turns x max_turn_tokens {self.max_turn_tokens} leave no room for the prompt and images "
+                f"in max_model_len {self.max_model_len}: raise max_model_len or lower max_turn_tokens"
+            )
+        return self
+
+
+class LearnerConfig(_Section):
+    lr: float = Field(1e-6, gt=0.0, le=1e-2)
+    groups_per_step: int = Field(16, ge=1, description="trajectory groups (prompts) per optimizer step")
+    clip: float = Field(0.2, gt=0.0, lt=1.0)
+    kl_coef: float = Field(0.01, ge=0.0, description="0 disables the reference model")
+    entropy_coef: float = Field(0.001, ge=0.0)
+    is_cap: float = Field(2.0, ge=1.0, description="truncation of the behaviour-policy importance weight")
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    zero_stage: Literal[0, 1] = Field(1, description="DeepSpeed ZeRO stage (2 and 3 are not supported yet)")
+    sync_every: int = Field(1, ge=1, description="broadcast weights every this many optimizer steps")
+    max_staleness: int = Field(
+        1, ge=0, description="drop groups more than this many versions old; 0 = on-policy"
+    )
+    checkpoint_every: int = Field(50, ge=1)
+
+
+class QueueConfig(_Section):
+    redis_url: str | None = Field(None, description="None: start a private Redis server for the run")
+    max_len: int = Field(10_000, ge=1)
+    claim_idle_ms: int = Field(60_000, ge=100, description="reclaim a dead actor's prompts after this long")
+
+
+class DataConfig(_Section):
+    path: str | None = Field(None, description="dataset folder; None: synthesize one into the output dir")
+    synth_n: int = Field(256, ge=1)
+    synth_seed: int = 0
+    epochs: int = Field(1, ge=1)
+
+
+class RunConfig(_Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    output_dir: str = "runs"
+    seed: int = 0
+    steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps (None: the epochs)"
+    )
+    model: ModelConfig = ModelConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: LearnerConfig = LearnerConfig()
+    queue: QueueConfig = QueueConfig()
+    data: DataConfig = DataConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
+        lines.append(f"  {where}: {e['msg']}{got}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: object, source: str = "config") -> RunConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {err.error_count()} problem(s):\n{_describe(err)}") from err
+
+
+def load_config(path: str | os.PathLike[str]) -> RunConfig:
+    """Read and validate a YAML run config; ConfigError lists every problem with its field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    return parse_config(raw, str(path))

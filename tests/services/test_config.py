@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from mgpo.templates import Mode
+from services.config import ConfigError, RunConfig, load_config, parse_config
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+def test_the_three_configs_ship():
+    assert {p.name for p in CONFIGS} >= {"demo-cpu.yaml", "mgpo-qwen2.5-vl-7b.yaml", "grpo-baseline.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    assert isinstance(load_config(path), RunConfig)
+
+
+def test_shipped_configs_carry_the_settings_they_claim():
+    paper = load_config(CONFIGS[0].parent / "mgpo-qwen2.5-vl-7b.yaml")
+    assert (paper.rollout.mode, paper.rollout.n, paper.learner.lr, paper.learner.kl_coef) == (
+        Mode.MGPO,
+        8,
+        1e-6,
+        0.01,
+    )
+    assert (paper.rollout.min_pixels, paper.rollout.max_pixels) == (256 * 784, 1280 * 784)
+    assert paper.model.dtype == "bf16" and paper.learner.max_staleness == 0
+    baseline = load_config(CONFIGS[0].parent / "grpo-baseline.yaml")
+    assert baseline.rollout.mode is Mode.GRPO and baseline.learner == paper.learner
+    demo = load_config(CONFIGS[0].parent / "demo-cpu.yaml")
+    assert demo.model.path == "tiny" and demo.learner.kl_coef == 0.0 and demo.run_dir == Path("runs/demo-cpu")
+
+
+def test_every_problem_is_reported_at_once_with_its_field():
+    raw = {"rollout": {"n": 1, "temperature": 0, "engine": "tgi"}, "learner": {"zero_stage": 3}, "bogus": 1}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "x.yaml")
+    message = str(err.value)
+    assert message.startswith("x.yaml: 5 problem(s)")
+    for field in ("rollout.n", "rollout.temperature", "rollout.engine", "learner.zero_stage", "bogus"):
+        assert field in message
+    assert "(got 1)" in message
+
+
+def test_cross_field_problems_say_how_to_fix_them():
+    with pytest.raises(ConfigError, match="min_pixels .* must not exceed max_pixels"):
+        parse_config({"rollout": {"min_pixels": 2000, "max_pixels": 1000}})
+    with pytest.raises(ConfigError, match="raise max_model_len or lower max_turn_tokens"):
+        parse_config(
+            {"rollout": {"mode": "multiturn", "max_crops": 3, "max_turn_tokens": 2048, "max_model_len": 8192}}
+        )
+
+
+def test_non_default_values_are_taken():
+    config = parse_config(
+        {
+            "rollout": {"mode": "multiturn", "max_crops": 3, "engine": "hf"},
+            "queue": {"redis_url": "redis://h:1/0"},
+        }
+    )
+    assert (
+        config.rollout.mode is Mode.MULTITURN
+        and config.rollout.max_crops == 3
+        and config.rollout.engine == "hf"
+    )
+    assert config.queue.redis_url == "redis://h:1/0"
+    assert parse_config(None) == RunConfig()
+
+
+def test_unreadable_files_give_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("rollout: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(tmp_path / "list.yaml")
