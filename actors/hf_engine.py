@@ -14,7 +14,7 @@ from mgpo.resize import PixelBudget
 
 
 class HFEngine:
-    """Batched `generate` of a transformers Qwen2.5-VL; logprobs from the raw logits."""
+    """transformers `generate` of a Qwen2.5-VL, one prompt (x n samples) per call; logprobs from raw logits."""
 
     def __init__(self, model_path: str, budget: PixelBudget, dtype: torch.dtype = torch.float32) -> None:
         self.budget = budget
@@ -71,10 +71,12 @@ class HFEngine:
 
     def _trim(self, ids: list[int], logprobs: list[float], sampling: Sampling) -> Completion:
         """Cut at the first stop token or the token that completes a stop string (both kept)."""
+        # prefix decoding is quadratic: only pay for it when a stop string occurs at all
+        check_strings = bool(sampling.stop) and any(x in self.tokenizer.decode(ids) for x in sampling.stop)
         for end in range(1, len(ids) + 1):
             if ids[end - 1] in sampling.stop_ids:
                 return Completion(ids[:end], logprobs[:end], "stop")
-            if sampling.stop and any(s in self.tokenizer.decode(ids[:end]) for s in sampling.stop):
+            if check_strings and any(x in self.tokenizer.decode(ids[:end]) for x in sampling.stop):
                 return Completion(ids[:end], logprobs[:end], "stop")
         return Completion(ids, logprobs, "length")
 

@@ -163,7 +163,7 @@ class Loop:
             max_tokens=self.settings.max_turn_tokens,
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
-            stop=template.stop if may_crop and template is not None else (),
+            stop=template.stop if may_crop else (),  # type: ignore[union-attr]
             stop_ids=(self.tok.im_end,),
             banned_ids=self.tok.vision,
             seed=None if seed is None else seed + 1_000_003 * turn,
