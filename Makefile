@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
 
 demo: $(STAMP)
-	$(BIN)/mgpo demo --out $(DEMO_DIR)
+	$(BIN)/mgpo train --config configs/demo-cpu.yaml --fresh
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -22,6 +22,7 @@ class HFEngine:
         self.tokenizer = self.processor.tokenizer
         self.model = load_policy(model_path, dtype=dtype).eval()
         self._version = 0
+        self._group: tuple[int, object] | None = None  # (generation, process group) of the broadcast
 
     @property
     def version(self) -> int:
@@ -81,12 +82,28 @@ class HFEngine:
         return Completion(ids, logprobs, "length")
 
     def load_weights(self, path: str, version: int) -> None:
-        state = load_file(path)
+        self._apply(load_file(path), path)
+        self._version = version
+
+    def _apply(self, state: dict[str, torch.Tensor], source: str) -> None:
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
             raise ValueError(
-                f"weights at {path} do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                f"weights from {source} do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
+
+    def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
+        from learner.broadcast import Address, join, plan_from_wire, receive_all
+
+        address = Address(*address)
+        if self._group is None or self._group[0] != address.generation:
+            self._group = (address.generation, join(address, rank))
+        try:
+            state = receive_all(plan_from_wire(plan), self._group[1])
+        except Exception:
+            self._group = None
+            raise
+        self._apply(state, f"broadcast generation {address.generation}")
         self._version = version
 
     def reset_caches(self) -> None:

@@ -7,6 +7,7 @@ happen between two batches, never inside one.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from mgpo.images import ImageStore
 from mgpo.resize import PixelBudget
 from mgpo.templates import Mode, template_for
 from services.queue import Queue, group_id
+from services.run_state import RunState
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,13 @@ class ActorSpec:
     batch_prompts: int = 4
     claim_idle_ms: int = 60_000
     seed: int = 0
+    weights: str | None = None  # a snapshot to load before producing anything (joining mid-run, resuming)
+    version: int = 0  # the policy version of `weights`
 
 
 @dataclass
 class ActorStats:
-    state: str = "starting"  # starting | idle | rolling_out | loading_weights | stopped
+    state: str = "starting"  # starting | idle | rolling_out | loading_weights | admission_wait | stopped
     prompts: int = 0
     groups: int = 0
     samples: int = 0
@@ -56,6 +60,8 @@ class ActorStats:
     generated_tokens: int = 0
     rollout_seconds: float = 0.0
     policy_version: int = 0
+    admission_waits: int = 0  # polls that found the actors too far ahead of the learner
+    redis_errors: int = 0  # Redis unreachable (restarting); the actor waits and carries on
 
 
 def build_engine(spec: ActorSpec) -> Engine:
@@ -107,14 +113,17 @@ class RolloutWorker:
             redis.Redis.from_url(spec.redis_url), spec.run, spec.name, claim_idle_ms=spec.claim_idle_ms
         )
         self.queue.ensure_groups()
+        self.run_state = RunState(self.queue.client, spec.run)
+        if spec.weights is not None:
+            self.engine.load_weights(spec.weights, spec.version)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._stats = ActorStats(state="idle")
+        self._stats = ActorStats(state="idle", policy_version=self.engine.version)
         self._steps = 0
 
     def step(self, block_ms: int = 500) -> int:
         """One batch: take prompts, roll them out, push the groups and ack; returns the prompts done."""
-        taken = self.queue.take_prompts(self.spec.batch_prompts, block_ms=block_ms)
+        taken = self._take(block_ms)
         if not taken:
             return 0
         with self._lock:
@@ -129,6 +138,23 @@ class RolloutWorker:
         self.queue.complete_prompts([m for m, _ in taken], groups)
         self._count(groups, seconds)
         return len(taken)
+
+    def _take(self, block_ms: int) -> list:
+        """A dead actor's prompts first (admitted once already), then new ones as far as admission allows."""
+        want = self.spec.batch_prompts
+        taken = self.queue.reclaim_prompts(want)
+        state = self.run_state.read()
+        behind = state.version - self.engine.version > state.max_staleness  # would only produce stale groups
+        granted = 0 if behind else self.run_state.reserve(want - len(taken))
+        if granted:
+            fresh = self.queue.read_prompts(granted, block_ms=block_ms)
+            self.run_state.release(granted - len(fresh))
+            taken += fresh
+        elif not taken:
+            self._stats.admission_waits += 1
+            self._stats.state = "admission_wait"
+            time.sleep(block_ms / 1000)
+        return taken
 
     def _count(self, groups: list, seconds: float) -> None:
         s = self._stats
@@ -147,7 +173,13 @@ class RolloutWorker:
         """Pull until stopped (or `max_prompts` done); returns the stats."""
         done = 0
         while not self._stop.is_set() and (max_prompts is None or done < max_prompts):
-            done += self.step()
+            try:
+                done += self.step()
+            except redis.ConnectionError:
+                # Redis restarting: our taken prompts stay pending and are reclaimed, nothing is lost
+                self._stats.redis_errors += 1
+                self._stats.state = "idle"
+                time.sleep(1.0)
         self._stats.state = "stopped" if self._stop.is_set() else "idle"
         return self.stats()
 
@@ -163,8 +195,24 @@ class RolloutWorker:
             self._stats.policy_version = version
         return self.engine.version
 
+    def receive_weights(self, address: list, rank: int, plan: list, version: int) -> int:
+        """Receive the learner's broadcast between batches; returns the version now in use."""
+        with self._lock:
+            self._stats.state = "loading_weights"
+            try:
+                self.engine.receive_weights(address, rank, plan, version)
+            finally:
+                self._stats.state = "idle"
+            self._stats.policy_version = version
+        return self.engine.version
+
     def health(self) -> dict[str, object]:
-        return {"name": self.spec.name, "state": self._stats.state, "policy_version": self.engine.version}
+        return {
+            "name": self.spec.name,
+            "state": self._stats.state,
+            "policy_version": self.engine.version,
+            "pid": os.getpid(),
+        }
 
     def stats(self) -> dict[str, object]:
         return asdict(self._stats)

@@ -84,6 +84,11 @@ class VLLMEngine:
         self.reset_caches()
         self._version = version
 
+    def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
+        self.llm.collective_rpc("mgpo_receive_weights", args=(list(address), rank, plan))
+        self.reset_caches()
+        self._version = version
+
     def reset_caches(self) -> None:
         # Both are required after new weights: without the first a repeated image kills the engine
         # ("Encoder cache miss"); without the second it silently reuses KV computed by the old weights.

@@ -1,12 +1,15 @@
-"""Runs inside each vLLM worker process (LLM(worker_extension_cls=...)): in-place weight reload."""
+"""Runs inside each vLLM worker process (LLM(worker_extension_cls=...)): in-place weight reload, from a
+file or from the learner's broadcast group."""
 
 from __future__ import annotations
 
 from safetensors.torch import load_file
 
+from learner.broadcast import Address, join, plan_from_wire, receive_all
+
 
 class WeightReload:
-    """Mixed into vLLM's worker. The CPU worker already has `update_weights`; ours has another name."""
+    """Mixed into vLLM's worker. The CPU worker already has `update_weights`; ours have other names."""
 
     def mgpo_reload_weights(self, path: str) -> int:
         """Load a safetensors file of HF-named tensors into the running model; returns the tensor count.
@@ -14,5 +17,20 @@ class WeightReload:
         `model_runner.reload_weights`, not `model.load_weights`: the CPU backend repacks weights after loading.
         """
         state = load_file(path)
+        self.model_runner.reload_weights(weights_iterator=iter(state.items()))  # type: ignore[attr-defined]
+        return len(state)
+
+    def mgpo_receive_weights(self, address: list, rank: int, plan: list) -> int:
+        """Join this generation of the broadcast group (once), receive every bucket, then apply them."""
+        address = Address(*address)
+        cached = getattr(self, "_mgpo_group", None)
+        if cached is None or cached[0] != address.generation:
+            self._mgpo_group = (address.generation, join(address, rank))
+        device = getattr(self, "device", "cpu")
+        try:
+            state = receive_all(plan_from_wire(plan), self._mgpo_group[1], device=device)
+        except Exception:
+            self._mgpo_group = None  # a failed generation is never reused
+            raise
         self.model_runner.reload_weights(weights_iterator=iter(state.items()))  # type: ignore[attr-defined]
         return len(state)

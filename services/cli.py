@@ -120,6 +120,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> object:
+    from services.config import load_config
+
+    config = load_config(args.config)
+    overrides = {k: v for k, v in (("name", args.name), ("output_dir", args.output_dir)) if v is not None}
+    return config.model_copy(update=overrides) if overrides else config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+
+    from services.train import Trainer
+
+    config = _config(args)
+    if args.fresh and config.run_dir.exists():
+        shutil.rmtree(config.run_dir)
+    try:
+        summary = Trainer(config, resume=args.resume).run()
+    except KeyboardInterrupt:
+        print(f"stopped; continue with: mgpo train --config {args.config} --resume", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from services.train import scale
+
+    print(f"desired rollout actors: {scale(_config(args), args.actors)}")
+    return 0
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
+    parser.add_argument("--name", default=None, help="override the config's run name")
+    parser.add_argument("--output-dir", default=None, help="override the config's output_dir")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgpo",
@@ -208,6 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     _budget_flags(rollout, 64, 256)
     rollout.set_defaults(func=cmd_rollout)
 
+    train = commands.add_parser(
+        "train",
+        help="run training: private Redis + local Ray (or the configured ones), a learner, rollout actors",
+    )
+    _run_flags(train)
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in its folder from its latest checkpoint"
+    )
+    train.add_argument("--fresh", action="store_true", help="delete the run folder first (for demos)")
+    train.set_defaults(func=cmd_train)
+
+    scale = commands.add_parser("scale", help="set the number of rollout actors of a running run")
+    _run_flags(scale)
+    scale.add_argument("--actors", type=int, required=True, help="desired rollout actors (>= 0)")
+    scale.set_defaults(func=cmd_scale)
+
     demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
     demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
@@ -220,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"mgpo: error: {err}", file=sys.stderr)
         return 2
 

@@ -29,6 +29,20 @@ class ModelConfig(_Section):
     tiny_size: Literal["xs", "s", "m"] = "xs"
     tiny_tokenizer: Literal["small", "qwen"] = "small"
     dtype: Literal["fp32", "bf16"] = "fp32"
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="tiny only: teacher-force the reply FORMAT (random box, random letter) so RL has signal",
+    )
+    warmup_prompts: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _warmup(self) -> ModelConfig:
+        if self.warmup_steps and self.path != "tiny":
+            raise ValueError(
+                "warmup_steps is for the random tiny model; a real checkpoint already has the format"
+            )
+        return self
 
 
 class RolloutConfig(_Section):
@@ -72,6 +86,24 @@ class LearnerConfig(_Section):
         1, ge=0, description="drop groups more than this many versions old; 0 = on-policy"
     )
     checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    sync_timeout_s: float = Field(120.0, gt=0.0, description="a broadcast member silent this long is dropped")
+    bucket_mb: int = Field(64, ge=1, description="weight broadcast bucket size")
+    step_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="how long one wait for trajectory groups lasts before the driver looks around",
+    )
+
+    @model_validator(mode="after")
+    def _staleness(self) -> LearnerConfig:
+        if self.max_staleness < self.sync_every - 1:
+            raise ValueError(
+                f"max_staleness {self.max_staleness} < sync_every - 1 = {self.sync_every - 1}: actors hold weights "
+                f"up to sync_every - 1 versions old, so every group would be dropped; raise max_staleness or "
+                f"lower sync_every"
+            )
+        return self
 
 
 class QueueConfig(_Section):
@@ -91,6 +123,9 @@ class RunConfig(_Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     output_dir: str = "runs"
     seed: int = 0
+    ray_address: str | None = Field(
+        None, description="None: start a local Ray; 'auto' or host:port: join one"
+    )
     steps: int | None = Field(
         None, ge=1, description="stop after this many optimizer steps (None: the epochs)"
     )

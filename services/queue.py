@@ -5,7 +5,9 @@ Delivery is at-least-once and nothing is lost:
   the next stream before the input leaves the pending list (and with AOF, on disk within a second);
 - a dead consumer's pending prompts are reclaimed (XAUTOCLAIM) by a live one after `claim_idle_ms`;
 - a group's id is derived from the prompt's stream message id, so a second delivery of the same message
-  yields a group with the same id, and the learner drops it (`first_delivery`, a Redis set);
+  yields a group with the same id, and the learner drops it (`is_committed`, a Redis set);
+- the learner acks groups only when a checkpoint holds their effect (`commit_groups`), so a learner killed
+  between checkpoints finds the groups it used since then in its pending list (`pending_groups`) again;
 - streams are bounded: producers wait while a stream holds `max_len` entries (back-pressure), and consumed
   entries are deleted, so memory holds only what is unread or in flight.
 Works with Redis 6.2+ and Valkey (XAUTOCLAIM answers with 2 elements on 6.2, 3 on >= 7).
@@ -48,8 +50,12 @@ class StreamNames:
         return f"mgpo:{self.run}:trajectories"
 
     @property
-    def consumed(self) -> str:
-        return f"mgpo:{self.run}:consumed_groups"
+    def committed(self) -> str:
+        return f"mgpo:{self.run}:committed_groups"
+
+    @property
+    def state(self) -> str:
+        return f"mgpo:{self.run}:state"
 
 
 ACTORS_GROUP = "actors"
@@ -93,21 +99,39 @@ class Queue:
             time.sleep(0.05)
 
     def put_prompts(self, records: Sequence[PromptRecord], timeout_s: float = 60.0) -> list[str]:
-        """Append prompt records, waiting while the stream is full; returns their message ids."""
+        """Append prompt records, waiting while the stream is full; returns their message ids.
+
+        Each append also counts one in the run state's `fed` field, in the same transaction, so a restarted
+        feeder continues where the stream really is.
+        """
         ids = []
         for record in records:
             self._wait_for_room(self.names.prompts, timeout_s)
-            ids.append(self._decode(self.client.xadd(self.names.prompts, {PROMPT_FIELD: record.to_json()})))
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(self.names.prompts, {PROMPT_FIELD: record.to_json()})
+            pipe.hincrby(self.names.state, "fed", 1)
+            ids.append(self._decode(pipe.execute()[0]))
         return ids
 
     def take_prompts(self, count: int, block_ms: int = 1000) -> list[tuple[str, PromptRecord]]:
-        """Up to `count` prompts for this consumer: reclaimed stale ones first, then new ones.
+        """Up to `count` prompts for this consumer: reclaimed stale ones first, then new ones."""
+        taken = self.reclaim_prompts(count)
+        if len(taken) < count:
+            taken += self.read_prompts(count - len(taken), block_ms)
+        return taken
 
-        A payload that is not a prompt record can never be processed: it is acked, deleted and counted in
-        `self.dropped`, rather than redelivered forever.
-        """
+    def reclaim_prompts(self, count: int) -> list[tuple[str, PromptRecord]]:
+        """Prompts a dead (or very slow) consumer left pending for longer than `claim_idle_ms`."""
+        return self._prompts(self._reclaim(self.names.prompts, ACTORS_GROUP, count))
+
+    def read_prompts(self, count: int, block_ms: int = 1000) -> list[tuple[str, PromptRecord]]:
+        """New prompts, never delivered before."""
+        return self._prompts(self._read(self.names.prompts, ACTORS_GROUP, count, block_ms))
+
+    def _prompts(self, messages: list[Message]) -> list[tuple[str, PromptRecord]]:
+        """A payload that is not a prompt record can never be processed: it is acked, deleted and counted in
+        `self.dropped`, rather than redelivered forever."""
         out = []
-        messages = self._take(self.names.prompts, ACTORS_GROUP, count, block_ms)
         for message in messages:
             try:
                 out.append((message.id, PromptRecord.from_json(message.payload.decode())))
@@ -129,9 +153,22 @@ class Queue:
         return [self._decode(r) for r in results[: len(groups)]]
 
     def take_groups(self, count: int, block_ms: int = 1000) -> list[tuple[str, TrajectoryGroup]]:
-        """Up to `count` trajectory groups for the learner (reclaimed ones first)."""
+        """Up to `count` new trajectory groups for the learner; they stay pending until `commit_groups`.
+
+        No reclaiming here: the single learner's pending groups are its own, used but not yet checkpointed.
+        """
+        return self._groups(self._read(self.names.trajectories, LEARNER_GROUP, count, block_ms))
+
+    def pending_groups(self, count: int = 1 << 20) -> list[tuple[str, TrajectoryGroup]]:
+        """This consumer's delivered-but-uncommitted groups, oldest first (a restarted learner's backlog)."""
+        reply = self.client.xreadgroup(
+            LEARNER_GROUP, self.consumer, {self.names.trajectories: "0"}, count=count
+        )
+        messages = [self._message(m) for _, entries in (reply or []) for m in entries if m[1]]
+        return self._groups(messages)
+
+    def _groups(self, messages: list[Message]) -> list[tuple[str, TrajectoryGroup]]:
         out = []
-        messages = self._take(self.names.trajectories, LEARNER_GROUP, count, block_ms)
         for message in messages:
             try:
                 out.append((message.id, TrajectoryGroup.from_bytes(message.payload)))
@@ -140,9 +177,19 @@ class Queue:
                 self._drop(self.names.trajectories, LEARNER_GROUP, [message.id])
         return out
 
-    def first_delivery(self, group: TrajectoryGroup) -> bool:
-        """True the first time a group id is seen: a redelivered prompt's group is a duplicate."""
-        return bool(self.client.sadd(self.names.consumed, group.id))
+    def is_committed(self, group: TrajectoryGroup) -> bool:
+        """True when a group with this id was already used and checkpointed: a redelivered prompt's twin."""
+        return bool(self.client.sismember(self.names.committed, group.id))
+
+    def commit_groups(self, message_ids: Sequence[str], group_ids: Sequence[str]) -> None:
+        """Ack and delete used groups and remember their ids, atomically (after a checkpoint holds them)."""
+        pipe = self.client.pipeline(transaction=True)
+        if message_ids:
+            pipe.xack(self.names.trajectories, LEARNER_GROUP, *message_ids)
+            pipe.xdel(self.names.trajectories, *message_ids)
+        if group_ids:
+            pipe.sadd(self.names.committed, *group_ids)
+        pipe.execute()
 
     def ack_groups(self, message_ids: Sequence[str]) -> None:
         if message_ids:
@@ -167,13 +214,6 @@ class Queue:
         pipe.xack(stream, group, *ids)
         pipe.xdel(stream, *ids)
         pipe.execute()
-
-    def _take(self, stream: str, group: str, count: int, block_ms: int) -> list[Message]:
-        """Reclaimed stale messages first (a dead consumer's), then new ones, up to `count`."""
-        messages = self._reclaim(stream, group, count)
-        if len(messages) < count:
-            messages += self._read(stream, group, count - len(messages), block_ms)
-        return messages
 
     def _read(self, stream: str, group: str, count: int, block_ms: int) -> list[Message]:
         reply = self.client.xreadgroup(group, self.consumer, {stream: ">"}, count=count, block=block_ms)

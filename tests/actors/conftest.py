@@ -4,15 +4,14 @@ real engines walk the whole grounding-crop-answer path; one vLLM engine per test
 from __future__ import annotations
 
 import pytest
-import torch
 
 from actors.engine import Prompt
 from actors.loop import Tokenizer
 from mgpo.boxes import Box, check_box
 from mgpo.crop import crop_region, full_region, render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_synthetic
-from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
+from mgpo.models.warmup import teach
 from mgpo.templates import IM_END, MGPO, first_prompt, followup, multiturn
 from tests.conftest import TINY_BUDGET
 
@@ -30,32 +29,6 @@ def synth_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     write_synthetic(root, 4, 0, progress=False)
     return root
-
-
-def _teach(model, processor, examples, steps: int = 300) -> None:
-    """Teacher-force `examples` (prompt, reply) until the model reproduces them greedily."""
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    batches = []
-    for prompt, reply_ids in examples:
-        inputs = build_batch(
-            processor, [compact(prompt.ids + reply_ids)], [prompt.images], TINY_BUDGET, left_pad=False
-        ).inputs
-        labels = inputs["input_ids"].clone()
-        labels[:, : labels.shape[1] - len(reply_ids)] = -100
-        batches.append((inputs, labels))
-    model.train()
-    for _ in range(steps):
-        total = 0.0
-        for inputs, labels in batches:
-            model.model.rope_deltas = None
-            loss = model(**inputs, labels=labels).loss
-            loss.backward()
-            total += loss.item()
-        optimiser.step()
-        optimiser.zero_grad()
-        if total < 0.01 * len(batches):
-            break
-    model.eval()
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +56,8 @@ def box_model(tiny_small, synth_data, tmp_path_factory):
     reply_mt = tok.encode(REPLY_MT)
     mt_injected = tok.encode(followup(mt, record.question, record.choices, valid=True, reply_closed=False))
     mt2 = Prompt(mt1.ids + reply_mt + mt_injected, [view, crop])
-    _teach(model, processor, [(turn1, reply1), (turn2, reply2), (mt1, reply_mt), (mt2, reply_mt)])
+    examples = [(turn1, reply1), (turn2, reply2), (mt1, reply_mt), (mt2, reply_mt)]
+    teach(model, processor, [(p.ids, p.images, reply) for p, reply in examples], TINY_BUDGET)
     out = tmp_path_factory.mktemp("box-model")
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -1,0 +1,80 @@
+"""Learner checkpoints: DeepSpeed state for exact resume, the policy weights actors load, the learner's
+counters, and an HF-format export of the policy.
+
+Layout of `<run_dir>/checkpoints/`:
+    step-000012/deepspeed/...        DeepSpeed engine state (module, optimizer, its own metadata)
+    step-000012/policy.safetensors   HF-named weights: what a resumed or joining actor loads
+    step-000012/learner.json         version, counters, and the ids of the groups this checkpoint used
+    latest                           the tag of the newest complete checkpoint (written last, atomically)
+A checkpoint without a `latest` pointing at it was interrupted and is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from mgpo.models.weights import save_weights
+
+LATEST = "latest"
+
+
+def tag_for(version: int) -> str:
+    return f"step-{version:06d}"
+
+
+def save_checkpoint(
+    engine: object, root: str | os.PathLike[str], version: int, meta: dict, keep: int = 2
+) -> Path:
+    """Write a complete checkpoint, then point `latest` at it, then prune all but the newest `keep`."""
+    root = Path(root)
+    tag = tag_for(version)
+    folder = root / tag
+    if folder.exists():  # a rerun of the same version (e.g. Ctrl-C right after a periodic checkpoint)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    engine.save_checkpoint(str(folder / "deepspeed"), tag="state", save_latest=False)  # type: ignore[attr-defined]
+    save_weights(engine.module, folder / "policy.safetensors")  # type: ignore[attr-defined]
+    (folder / "learner.json").write_text(json.dumps({**meta, "version": version}, indent=1))
+    tmp = root / f".{LATEST}.tmp"
+    tmp.write_text(tag)
+    os.replace(tmp, root / LATEST)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def latest_checkpoint(root: str | os.PathLike[str]) -> Path | None:
+    pointer = Path(root) / LATEST
+    if not pointer.exists():
+        return None
+    folder = Path(root) / pointer.read_text().strip()
+    return folder if (folder / "learner.json").exists() else None
+
+
+def load_checkpoint(engine: object, folder: str | os.PathLike[str]) -> dict:
+    """Restore module + optimizer state into `engine`; returns learner.json."""
+    folder = Path(folder)
+    path, _ = engine.load_checkpoint(  # type: ignore[attr-defined]
+        str(folder / "deepspeed"), tag="state", load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if path is None:
+        raise FileNotFoundError(f"no DeepSpeed state in {folder / 'deepspeed'}")
+    return json.loads((folder / "learner.json").read_text())
+
+
+def export_hf(model: torch.nn.Module, base: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """A complete HF model folder of the trained policy: the base folder's tokenizer and processor files
+    plus the new config and weights (loads with from_pretrained, vLLM, and `--model.path`)."""
+    base, out = Path(base), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for item in base.iterdir():
+        weights = ".safetensors" in item.name or item.name.startswith("pytorch_model")  # incl. shard indexes
+        if item.is_file() and not weights and item.name != "config.json":
+            shutil.copy2(item, out / item.name)
+    model.save_pretrained(out)  # type: ignore[attr-defined]
+    return out

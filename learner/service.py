@@ -1,0 +1,315 @@
+"""The learner process: trajectory groups from Redis -> MGPO step on DeepSpeed -> weights to the actors.
+
+`Learner` is a plain class (tested directly); `start_learner` runs it as a Ray actor. The driver calls
+`step` in a loop, `sync` at broadcast boundaries, and `checkpoint`; the learner never calls an actor.
+
+Exactly-once use of groups: a group is used at most once per timeline (`_seen`, and Redis' committed set
+for older checkpoints), and groups are acked in Redis only by `checkpoint`, so a learner restarted from its
+latest checkpoint finds the groups used after it in its pending list and uses them again in order.
+`<run_dir>/ledger.jsonl` records every group the learner received and what became of it (used at a version,
+or dropped as stale / duplicate); a restore cuts it back to the checkpoint, so it describes one timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import redis
+import torch
+
+from learner.broadcast import Address, join, plan_for, send, wire_plan
+from learner.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
+from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks
+from learner.step import mgpo_step
+from mgpo.images import ImageStore
+from mgpo.loss import LossConfig
+from mgpo.metrics import summarize
+from mgpo.models.tiny import load_policy, load_processor
+from mgpo.models.weights import policy_state, save_weights
+from mgpo.records import TrajectoryGroup
+from services.queue import Queue
+from services.redis_server import free_port
+from services.run_state import RunState
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """What the learner needs; built by the driver from the run config."""
+
+    model_path: str
+    redis_url: str
+    run: str
+    image_store: str
+    run_dir: str
+    loss: LossConfig = field(default_factory=LossConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    lr: float = 1e-6
+    groups_per_step: int = 16
+    max_staleness: int = 1
+    broadcast_backend: str = "gloo"
+    bucket_bytes: int = 64 << 20
+    sync_timeout_s: float = 120.0
+    keep_checkpoints: int = 2
+    resume: bool = False
+    seed: int = 0
+
+
+class Learner:
+    def __init__(self, spec: LearnerSpec) -> None:
+        self.spec = spec
+        torch.manual_seed(spec.seed)
+        for key, value in {
+            "RANK": "0",
+            "WORLD_SIZE": "1",
+            "LOCAL_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+        }.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        dtype = torch.bfloat16 if spec.engine.dtype == "bf16" else torch.float32
+        model = load_policy(spec.model_path, dtype=dtype)
+        self.reference = load_policy(spec.model_path, dtype=dtype).eval() if spec.loss.kl_coef > 0 else None
+        optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+        self.engine = build_deepspeed(model, optimizer, spec.engine)
+        self.backward, self.optimizer_step = deepspeed_callbacks(self.engine)
+        self.processor = load_processor(spec.model_path)
+        self.store = ImageStore(spec.image_store)
+        self.queue = Queue(redis.Redis.from_url(spec.redis_url), spec.run, "learner")
+        self.queue.ensure_groups()
+        self.run_state = RunState(self.queue.client, spec.run)
+        self.checkpoints = Path(spec.run_dir) / "checkpoints"
+        self.ledger = Path(spec.run_dir) / "ledger.jsonl"
+        self.ledger.parent.mkdir(parents=True, exist_ok=True)
+
+        self.version = 0
+        self.counters = {"used": 0, "stale": 0, "duplicate": 0, "unreadable": 0}
+        self._uncommitted: list[tuple[str, str]] = []  # (message id, group id) used since the checkpoint
+        self._seen: set[str] = set()
+        self._carry: list[TrajectoryGroup] = []  # collected for a step that timed out
+        self._backlog: list[tuple[str, TrajectoryGroup]] = []
+        if spec.resume:
+            self._restore(latest_checkpoint(self.checkpoints))
+
+        self.plan = plan_for(policy_state(self.engine.module), spec.bucket_bytes)
+        self._store: torch.distributed.TCPStore | None = None
+        self._group: tuple[int, object] | None = None
+        self._generation = 0
+
+    # ---- training -------------------------------------------------------------------------------------
+
+    def step(self, timeout_s: float = 60.0, partial: bool = False) -> dict[str, float] | None:
+        """Collect `groups_per_step` fresh groups and take one optimizer step; None if they did not arrive
+        within `timeout_s` (what was collected waits for the next call). `partial`: step on what there is
+        (the end of the data)."""
+        start = time.perf_counter()
+        groups = self._collect(timeout_s)
+        waited = time.perf_counter() - start
+        if len(groups) < self.spec.groups_per_step and not (partial and groups):
+            self._carry = groups
+            return None
+        self._carry = []
+        staleness = [self.version - g.policy_version for g in groups]
+        started = time.perf_counter()
+        stats = mgpo_step(
+            self.engine.module,
+            self.reference,
+            groups,
+            self.processor,
+            self.store,
+            self.spec.loss,
+            self.backward,
+            self.optimizer_step,
+        )
+        self.version += 1
+        self.counters["used"] += len(groups)
+        self._record(used=[g.id for g in groups], staleness=staleness)
+        summary = summarize(groups)
+        return {
+            "version": self.version,
+            **{k: float(v) for k, v in stats._asdict().items()},
+            "accuracy": summary.accuracy,
+            "valid_grounding_ratio": summary.valid_grounding_ratio,
+            "turns": summary.turns,
+            "staleness_mean": sum(staleness) / len(staleness),
+            "staleness_max": float(max(staleness)),
+            "wait_seconds": waited,
+            "step_seconds": time.perf_counter() - started,
+            **{f"groups_{k}": float(v) for k, v in self.counters.items()},
+        }
+
+    def _collect(self, timeout_s: float) -> list[TrajectoryGroup]:
+        fresh = list(self._carry)
+        deadline = time.monotonic() + timeout_s
+        while len(fresh) < self.spec.groups_per_step:
+            room = self.spec.groups_per_step - len(fresh)
+            if self._backlog:
+                taken, self._backlog = self._backlog[:room], self._backlog[room:]
+            else:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                if left_ms <= 0:
+                    break
+                taken = self.queue.take_groups(room, block_ms=min(1000, left_ms))
+            dropped: dict[str, list[str]] = {"stale": [], "duplicate": []}
+            for message_id, group in taken:
+                self._uncommitted.append((message_id, group.id))
+                if group.id in self._seen or self.queue.is_committed(group):
+                    dropped["duplicate"].append(group.id)  # a redelivered prompt's twin
+                elif self.version - group.policy_version > self.spec.max_staleness:
+                    dropped["stale"].append(group.id)
+                else:
+                    fresh.append(group)
+                self._seen.add(group.id)
+            for kind, ids in dropped.items():
+                self.counters[kind] += len(ids)
+            if dropped["stale"] or dropped["duplicate"]:
+                self._record(**dropped)
+            returned = len(dropped["stale"]) + len(dropped["duplicate"])
+            if self.queue.dropped > self.counters["unreadable"]:
+                returned += self.queue.dropped - self.counters["unreadable"]
+                self.counters["unreadable"] = self.queue.dropped
+            if returned:
+                self.run_state.add("returned", returned)  # admission control lets that many more in
+        return fresh
+
+    def _record(self, **entry: list) -> None:
+        with self.ledger.open("a") as f:
+            f.write(json.dumps({"version": self.version, **entry}) + "\n")
+
+    # ---- weights to actors ----------------------------------------------------------------------------
+
+    def address(self, world_size: int) -> list:
+        """A new broadcast generation for `world_size` members (rank 0 is this learner)."""
+        if self._store is None:
+            self._store = torch.distributed.TCPStore(
+                _node_ip(),
+                0,
+                is_master=True,
+                wait_for_workers=False,
+                timeout=timedelta(seconds=self.spec.sync_timeout_s),
+            )
+        self._generation += 1
+        return list(
+            Address(
+                _node_ip(),
+                self._store.port,
+                world_size,
+                self._generation,
+                self.spec.broadcast_backend,
+                self.spec.sync_timeout_s,
+            )
+        )
+
+    def wire_plan(self) -> list:
+        return wire_plan(self.plan)
+
+    def sync(self, address: list) -> dict[str, float]:
+        """Send the current weights to this generation's members (joining it first if it is new)."""
+        address = Address(*address)
+        start = time.perf_counter()
+        if self._group is None or self._group[0] != address.generation:
+            self._group = (address.generation, join(address, 0, self._store))
+        joined = time.perf_counter()
+        device = next(self.engine.module.parameters()).device
+        try:
+            sent = send(policy_state(self.engine.module), self.plan, self._group[1], device=device)
+        except Exception:
+            self._group = None  # a broken generation is never reused
+            raise
+        seconds = time.perf_counter() - joined
+        return {
+            "version": self.version,
+            "sync_bytes": float(sent),
+            "sync_seconds": seconds,
+            "sync_join_seconds": joined - start,
+            "sync_bytes_per_second": sent / max(seconds, 1e-9),
+        }
+
+    def snapshot(self) -> tuple[str, int]:
+        """The current weights as a file (for an actor joining mid-run); returns (path, version)."""
+        folder = Path(self.spec.run_dir) / "snapshots"
+        path = save_weights(self.engine.module, folder / f"weights-v{self.version:06d}.safetensors")
+        for old in folder.glob("weights-v*.safetensors"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        return str(path), self.version
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        """Save, then ack in Redis the groups it holds (a crash in between re-acks them on resume)."""
+        used = list(self._uncommitted)
+        meta = {
+            "counters": dict(self.counters),
+            "committed": used,
+            "carry": [g.id for g in self._carry],
+            "ledger_lines": _count_lines(self.ledger),
+        }
+        folder = save_checkpoint(
+            self.engine, self.checkpoints, self.version, meta, self.spec.keep_checkpoints
+        )
+        self._commit(used)
+        return str(folder)
+
+    def _commit(self, used: list[tuple[str, str]]) -> None:
+        carried = {g.id for g in self._carry}  # collected for the next step: not used yet, stay pending
+        done = [(m, g) for m, g in used if g not in carried]
+        self.queue.commit_groups([m for m, _ in done], [g for _, g in done])
+        self._uncommitted = [(m, g) for m, g in self._uncommitted if g in carried]
+
+    def _restore(self, folder: Path | None) -> None:
+        """Continue from `folder` (None: no checkpoint yet, start from the model) and the Redis streams."""
+        if folder is not None:
+            meta = load_checkpoint(self.engine, folder)
+            self.version = int(meta["version"])
+            self.counters.update(meta["counters"])
+            self._commit([tuple(x) for x in meta["committed"]])  # idempotent if they were acked already
+        lines = self.ledger.read_text().splitlines(keepends=True) if self.ledger.exists() else []
+        self.ledger.write_text("".join(lines[: meta["ledger_lines"] if folder is not None else 0]))
+        self._backlog = self.queue.pending_groups()
+        returned = self.counters["stale"] + self.counters["duplicate"] + self.counters["unreadable"]
+        depth = self.queue.depth()
+        # what was admitted and not used yet is exactly what is in flight: in the trajectory stream, or
+        # taken by an actor (pending prompts)
+        admitted = self.counters["used"] + returned + depth["trajectories_len"] + depth["prompts_pending"]
+        self.run_state.set(returned=returned, admitted=admitted)
+
+    def export(self, out: str) -> str:
+        """An HF-format folder of the current policy."""
+        return str(export_hf(self.engine.module, self.spec.model_path, out))
+
+    def info(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "counters": dict(self.counters),
+            "uncommitted": len(self._uncommitted),
+            "pid": os.getpid(),
+        }
+
+
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _node_ip() -> str:
+    """The address actors reach this process at: Ray's node IP on a cluster, loopback on one machine."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except ImportError:
+        pass
+    return socket.gethostbyname("localhost")
+
+
+def start_learner(spec: LearnerSpec, num_cpus: float = 1.0, num_gpus: float = 0.0) -> object:
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=1)(Learner)
+    return remote.options(name=f"{spec.run}-learner").remote(spec)
