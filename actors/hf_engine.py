@@ -22,7 +22,7 @@ class HFEngine:
         self.tokenizer = self.processor.tokenizer
         self.model = load_policy(model_path, dtype=dtype).eval()
         self._version = 0
-        self._group: tuple[int, object] | None = None  # (generation, process group) of the broadcast
+        self._group: tuple[object, object] | None = None  # (address, process group) of the broadcast
 
     @property
     def version(self) -> int:
@@ -96,8 +96,8 @@ class HFEngine:
         from learner.broadcast import Address, join, plan_from_wire, receive_all
 
         address = Address(*address)
-        if self._group is None or self._group[0] != address.generation:
-            self._group = (address.generation, join(address, rank))
+        if self._group is None or self._group[0] != address:  # a restarted learner counts generations anew
+            self._group = (address, join(address, rank))
         try:
             state = receive_all(plan_from_wire(plan), self._group[1])
         except Exception:

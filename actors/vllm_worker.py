@@ -24,8 +24,8 @@ class WeightReload:
         """Join this generation of the broadcast group (once), receive every bucket, then apply them."""
         address = Address(*address)
         cached = getattr(self, "_mgpo_group", None)
-        if cached is None or cached[0] != address.generation:
-            self._mgpo_group = (address.generation, join(address, rank))
+        if cached is None or cached[0] != address:  # a restarted learner counts generations anew
+            self._mgpo_group = (address, join(address, rank))
         device = getattr(self, "device", "cpu")
         try:
             state = receive_all(plan_from_wire(plan), self._mgpo_group[1], device=device)

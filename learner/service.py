@@ -308,8 +308,11 @@ def _node_ip() -> str:
     return socket.gethostbyname("localhost")
 
 
-def start_learner(spec: LearnerSpec, num_cpus: float = 1.0, num_gpus: float = 0.0) -> object:
+def start_learner(
+    spec: LearnerSpec, incarnation: int = 0, num_cpus: float = 1.0, num_gpus: float = 0.0
+) -> object:
+    """The learner as a Ray actor; each restart is a new `incarnation` (Ray frees a dead actor's name late)."""
     import ray
 
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=1)(Learner)
-    return remote.options(name=f"{spec.run}-learner").remote(spec)
+    return remote.options(name=f"{spec.run}-learner-{incarnation}").remote(spec)

@@ -152,6 +152,14 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    from services.train import pause
+
+    pause(_config(args), not args.off)
+    print("paused: actors take no new prompts" if not args.off else "running: actors take prompts again")
+    return 0
+
+
 def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
     parser.add_argument("--name", default=None, help="override the config's run name")
@@ -261,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     _run_flags(scale)
     scale.add_argument("--actors", type=int, required=True, help="desired rollout actors (>= 0)")
     scale.set_defaults(func=cmd_scale)
+
+    pause = commands.add_parser("pause", help="pause a running run (actors take no new prompts)")
+    _run_flags(pause)
+    pause.add_argument("--off", action="store_true", help="un-pause")
+    pause.set_defaults(func=cmd_pause)
 
     demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
     demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")

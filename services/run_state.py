@@ -7,7 +7,8 @@ The hash `mgpo:<run>:state` holds:
 - `admitted`: prompts actors have taken to roll out (new reads only; a reclaimed prompt was admitted once);
 - `returned`: groups the learner received but did not use (stale, duplicate, unreadable);
 - `fed`: prompts the feeder has appended (kept by services.queue in the same transaction as the append);
-- `desired_actors`: how many rollout actors the run should have (the driver reconciles towards it).
+- `desired_actors`: how many rollout actors the run should have (the driver reconciles towards it);
+- `paused`: 1 stops admission: actors finish what they hold and take nothing new, the learner waits.
 
 Admission control (as in AReaL): actors may have taken at most
     (version + max_staleness + 1) * groups_per_step + returned
@@ -21,7 +22,16 @@ from typing import NamedTuple
 
 import redis
 
-FIELDS = ("version", "groups_per_step", "max_staleness", "admitted", "returned", "fed", "desired_actors")
+FIELDS = (
+    "version",
+    "groups_per_step",
+    "max_staleness",
+    "admitted",
+    "returned",
+    "fed",
+    "desired_actors",
+    "paused",
+)
 
 
 class Snapshot(NamedTuple):
@@ -32,6 +42,7 @@ class Snapshot(NamedTuple):
     returned: int
     fed: int
     desired_actors: int
+    paused: int
 
     @property
     def budget(self) -> int:
@@ -62,6 +73,8 @@ class RunState:
     def reserve(self, want: int) -> int:
         """Admit up to `want` prompts; returns how many (0: the actors are too far ahead of the learner)."""
         state = self.read()
+        if state.paused:
+            return 0
         room = min(want, state.budget - state.admitted)
         if room <= 0:
             return 0

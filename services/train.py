@@ -55,6 +55,7 @@ class Trainer:
         self._address: list | None = None  # the current broadcast generation
         self._address_members: tuple[str, ...] = ()
         self._actor_count = 0
+        self._learner_starts = 0
         self._stop_feeding = threading.Event()
         self._feeder: threading.Thread | None = None
         self._feeder_done = threading.Event()
@@ -368,7 +369,8 @@ class Trainer:
     def _start_learner(self, resume: bool) -> None:
         import ray
 
-        self.learner = start_learner(self._learner_spec(resume))
+        self.learner = start_learner(self._learner_spec(resume), incarnation=self._learner_starts)
+        self._learner_starts += 1
         info = ray.get(self.learner.info.remote())
         self.pids["learner"] = info["pid"]
         self._plan = ray.get(self.learner.wire_plan.remote())
@@ -402,6 +404,7 @@ class Trainer:
 
         cfg = self.config
         columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        checkpointed = version
         with Progress(*columns, console=self.console, transient=False) as progress:
             task = progress.add_task("steps", total=total, completed=version)
             while version < total:
@@ -431,7 +434,9 @@ class Trainer:
                     self._sync_and_log(version)
                 if version % cfg.learner.checkpoint_every == 0:
                     self._checkpoint()
-        self._checkpoint()
+                    checkpointed = version
+        if checkpointed != version:
+            self._checkpoint()
         ray.get(self.learner.export.remote(str(self.run_dir / "final")))
         self.console.print(f"final policy (HF format): {self.run_dir / 'final'}")
 
@@ -443,7 +448,8 @@ class Trainer:
         self.totals["sync"] += stats["sync_seconds"] + stats["sync_join_seconds"]
         self.totals["sync_bytes"] += stats["sync_bytes"]
         self.totals["syncs"] += 1
-        self.metrics.write(version, "sync", {**stats, "actors": len(self._address_members)})
+        members = list(self._address_members)
+        self.metrics.write(version, "sync", {**stats, "actors": len(members), "members": members})
         self._last_sync = stats
 
     def _log_step(self, version: int, stats: dict[str, float]) -> None:
@@ -537,11 +543,23 @@ def _first_line(err: BaseException) -> str:
     return next((line for line in reversed(text) if line.strip()), type(err).__name__)[:300]
 
 
-def scale(config: RunConfig, actors: int) -> int:
-    """Set a running run's desired actor count (its driver reconciles within one learner step)."""
+def run_state_of(config: RunConfig) -> RunState:
+    """The run state of a running run (its private Redis is found through processes.json)."""
     path = config.run_dir / "processes.json"
     if not path.exists():
         raise FileNotFoundError(f"no running run at {config.run_dir} (processes.json is missing)")
     url = config.queue.redis_url or json.loads(path.read_text())["redis_url"]
-    RunState(redis.Redis.from_url(url), config.name).set(desired_actors=actors)
+    return RunState(redis.Redis.from_url(url), config.name)
+
+
+def scale(config: RunConfig, actors: int) -> int:
+    """Set a running run's desired actor count (its driver reconciles within one learner step)."""
+    if actors < 0:
+        raise ValueError(f"--actors must be >= 0, got {actors}")
+    run_state_of(config).set(desired_actors=actors)
     return actors
+
+
+def pause(config: RunConfig, paused: bool) -> None:
+    """Stop (or restart) admission: actors finish their batch and take nothing new; the learner waits."""
+    run_state_of(config).set(paused=int(paused))

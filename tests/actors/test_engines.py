@@ -1,16 +1,19 @@
 import importlib.metadata
+import threading
 
 import pytest
+import torch.distributed as dist
 from PIL import Image
 
 from actors import vllm_compat
 from actors.engine import Prompt, Sampling
 from actors.hf_engine import HFEngine
 from actors.loop import Tokenizer
+from learner.broadcast import Address, join, plan_for, send, wire_plan
 from mgpo.crop import render_view
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.models.tiny import load_policy
-from mgpo.models.weights import save_weights
+from mgpo.models.weights import policy_state, save_weights
 from mgpo.templates import MGPO, first_prompt, followup
 from tests.actors.conftest import REPLY1
 from tests.conftest import TINY_BUDGET
@@ -83,6 +86,79 @@ def test_vllm_reloads_weights_in_place_and_then_matches_hf(
     restored = save_weights(load_policy(box_model), tmp_path / "box.safetensors")
     vllm_engine.load_weights(str(restored), version=2)
     assert vllm_engine.generate(prompts, sampling)[0][0].ids == before[0][0].ids
+
+
+class _Sender:
+    """The learner's end of the broadcast, in a thread of the test process."""
+
+    def __init__(self, receivers: int) -> None:
+        self.store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+        self.receivers, self.generation = receivers, 0
+
+    def start(self, state: dict) -> tuple[list, list, threading.Thread]:
+        self.generation += 1
+        address = list(
+            Address("127.0.0.1", self.store.port, self.receivers + 1, self.generation, timeout_s=60)
+        )
+        plan = plan_for(state, bucket_bytes=1 << 20)
+
+        def run() -> None:
+            send(state, plan, join(Address(*address), 0, self.store))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return address, wire_plan(plan), thread
+
+
+def test_vllm_receives_a_broadcast_atomically_and_then_matches_hf(
+    vllm_engine, box_model, tiny_small, synth_data
+):
+    hf, tok, prompts = _prompts(box_model, synth_data)
+    sampling = Sampling(n=1, max_tokens=12, temperature=0.0, stop_ids=(tok.im_end,))
+    before = vllm_engine.generate(prompts, sampling)
+    sender = _Sender(receivers=2)
+    state = policy_state(load_policy(tiny_small))
+    address, plan, thread = sender.start(state)
+    receivers = [threading.Thread(target=hf.receive_weights, args=(address, 2, plan, 7))]
+    receivers[0].start()
+    vllm_engine.receive_weights(address, 1, plan, version=7)
+    thread.join()
+    receivers[0].join()
+    assert vllm_engine.version == 7 and hf.version == 7
+    after = vllm_engine.generate(prompts, sampling)
+    reference = hf.generate(prompts, sampling)
+    assert after[0][0].ids != before[0][0].ids
+    for want, have in zip(reference, after, strict=True):
+        assert have[0].ids == want[0].ids
+        assert max(abs(a - b) for a, b in zip(want[0].logprobs, have[0].logprobs, strict=True)) < 1e-4
+    # the next generation (another membership) over the same store puts the trained weights back
+    sender.receivers = 1
+    address, plan, thread = sender.start(policy_state(load_policy(box_model)))
+    vllm_engine.receive_weights(address, 1, plan, version=8)
+    thread.join()
+    assert vllm_engine.generate(prompts, sampling)[0][0].ids == before[0][0].ids
+
+
+def test_a_broadcast_that_fails_midway_leaves_the_old_weights_whole(box_model, tiny_small, synth_data):
+    hf, tok, prompts = _prompts(box_model, synth_data)
+    sampling = Sampling(n=1, max_tokens=12, temperature=0.0, stop_ids=(tok.im_end,))
+    before = hf.generate(prompts, sampling)
+    state = policy_state(load_policy(tiny_small))
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    address = list(Address("127.0.0.1", store.port, 2, 1, timeout_s=5))
+    plan = plan_for(state, bucket_bytes=64 << 10)  # many buckets; the sender stops after the first
+    assert len(plan) > 2
+
+    def partial() -> None:
+        group = join(Address(*address), 0, store)
+        send(state, plan[:1], group)
+
+    thread = threading.Thread(target=partial)
+    thread.start()
+    with pytest.raises(RuntimeError):
+        hf.receive_weights(address, 1, wire_plan(plan), version=1)
+    thread.join()
+    assert hf.version == 0 and hf.generate(prompts, sampling)[0][0].ids == before[0][0].ids
 
 
 def test_compat_module_is_registered_as_a_vllm_plugin_and_aliases_smart_resize():
