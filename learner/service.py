@@ -136,6 +136,7 @@ class Learner:
             "accuracy": summary.accuracy,
             "valid_grounding_ratio": summary.valid_grounding_ratio,
             "turns": summary.turns,
+            "samples": float(summary.samples),
             "staleness_mean": sum(staleness) / len(staleness),
             "staleness_max": float(max(staleness)),
             "wait_seconds": waited,

@@ -60,7 +60,17 @@ class Trainer:
         self._feeder: threading.Thread | None = None
         self._feeder_done = threading.Event()
         self._started_ray = False
-        self.totals = {"wait": 0.0, "step": 0.0, "sync": 0.0, "sync_bytes": 0.0, "syncs": 0, "groups": 0}
+        self.totals = {
+            "wait": 0.0,
+            "step": 0.0,
+            "sync": 0.0,
+            "sync_bytes": 0.0,
+            "syncs": 0,
+            "groups": 0,
+            "samples": 0,
+            "steps": 0,
+            "loop": 0.0,
+        }
 
     # ---- set-up ---------------------------------------------------------------------------------------
 
@@ -390,7 +400,11 @@ class Trainer:
             self._feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
             self._feeder.start()
             total = self.planned_steps()
-            self._loop(start_version, total)
+            started = time.perf_counter()
+            try:
+                self._loop(start_version, total)
+            finally:
+                self.totals["loop"] = time.perf_counter() - started
         except KeyboardInterrupt:
             self.console.print("[yellow]interrupted[/]: writing a checkpoint before stopping")
             self._checkpoint()
@@ -456,6 +470,8 @@ class Trainer:
         self.totals["wait"] += stats["wait_seconds"]
         self.totals["step"] += stats["step_seconds"]
         self.totals["groups"] += stats["groups"]
+        self.totals["samples"] += stats["samples"]
+        self.totals["steps"] += 1
         depth = self.queue.depth()
         values = {**stats, **{f"queue_{k}": float(v) for k, v in depth.items()}, "actors": len(self.members)}
         self.metrics.write(version, "step", values)
@@ -487,20 +503,18 @@ class Trainer:
         busy = t["wait"] + t["step"] + t["sync"]
         out = {
             "run_dir": str(self.run_dir),
+            "steps": t["steps"],
             "groups": t["groups"],
+            "training_seconds": t["loop"],
+            "trajectories_per_second": t["samples"] / t["loop"] if t["loop"] else 0.0,
             "learner_wait_share": t["wait"] / busy if busy else 0.0,
-            "step_seconds_mean": t["step"] / max(1, len(self._step_rows())),
+            "step_seconds_mean": t["step"] / max(1, t["steps"]),
             "sync_seconds_mean": t["sync"] / max(1, t["syncs"]),
             "sync_bytes_per_second": t["sync_bytes"] / t["sync"] if t["sync"] else 0.0,
             "syncs": t["syncs"],
         }
         (self.run_dir / "summary.json").write_text(json.dumps(out, indent=1))
         return out
-
-    def _step_rows(self) -> list:
-        from services.metrics_log import read_metrics
-
-        return read_metrics(self.run_dir, "step")
 
     def _shutdown(self) -> None:
         import ray
