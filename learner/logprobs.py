@@ -57,6 +57,9 @@ def token_stats(
 
     The token at t is predicted by the hidden state at t-1, so hidden states are taken at mask[:, 1:].
     """
+    device = next(model.parameters()).device  # batches are built on the CPU; the learner may hold a GPU
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    loss_mask = loss_mask.to(device)
     model.model.rope_deltas = None  # type: ignore[union-attr]  # cached across calls otherwise
     hidden = model.model(**inputs).last_hidden_state  # type: ignore[operator]  # [B, T, H]
     predicts = loss_mask[:, 1:]  # [B, T-1]: position t-1 predicts a loss token at t

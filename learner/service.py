@@ -52,7 +52,7 @@ class LearnerSpec:
     lr: float = 1e-6
     groups_per_step: int = 16
     max_staleness: int = 1
-    broadcast_backend: str = "gloo"
+    broadcast_backend: str = "auto"  # "auto": NCCL when the learner has a GPU, else gloo
     bucket_bytes: int = 64 << 20
     sync_timeout_s: float = 120.0
     keep_checkpoints: int = 2
@@ -201,10 +201,15 @@ class Learner:
                 self._store.port,
                 world_size,
                 self._generation,
-                self.spec.broadcast_backend,
+                self._backend(),
                 self.spec.sync_timeout_s,
             )
         )
+
+    def _backend(self) -> str:
+        if self.spec.broadcast_backend != "auto":
+            return self.spec.broadcast_backend
+        return "nccl" if next(self.engine.module.parameters()).is_cuda else "gloo"
 
     def wire_plan(self) -> list:
         return wire_plan(self.plan)

@@ -94,12 +94,20 @@ def mgpo_step(
     old = frozen_logprobs(model, prepared)
     ref = frozen_logprobs(reference if config.kl_coef > 0 else None, prepared)
     total = sum(p.tokens for p in prepared)
-    sums = torch.zeros(6)
+    device = next(model.parameters()).device
+    sums = torch.zeros(6, device=device)
     for p, old_lp, ref_lp in zip(prepared, old, ref, strict=True):
         stats = token_stats(model, p.batch.inputs, p.batch.loss_mask)
         mask = torch.ones_like(stats.logprobs, dtype=torch.bool)
         out = policy_loss(
-            stats.logprobs, old_lp, p.behaviour, p.advantages, mask, stats.entropy, ref_lp, config
+            stats.logprobs,
+            old_lp,
+            p.behaviour.to(device),
+            p.advantages.to(device),
+            mask,
+            stats.entropy,
+            ref_lp,
+            config,
         )
         share = p.tokens / total  # token-mean over the whole step, not a mean of group means
         backward(out.loss * share)

@@ -57,6 +57,7 @@ class RolloutConfig(_Section):
     min_pixels: int = Field(256 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
     max_pixels: int = Field(1280 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
     actors: int = Field(1, ge=1, description="rollout actors at start (more can join later)")
+    gpus_per_actor: float = Field(0.0, ge=0.0, description="Ray GPUs each rollout actor reserves (0 on CPU)")
     batch_prompts: int = Field(4, ge=1)
 
     @model_validator(mode="after")
@@ -86,9 +87,13 @@ class LearnerConfig(_Section):
         1, ge=0, description="drop groups more than this many versions old; 0 = on-policy"
     )
     checkpoint_every: int = Field(50, ge=1)
+    gpus: float = Field(0.0, ge=0.0, description="Ray GPUs the learner reserves (0 on CPU)")
     keep_checkpoints: int = Field(2, ge=1)
     sync_timeout_s: float = Field(120.0, gt=0.0, description="a broadcast member silent this long is dropped")
     bucket_mb: int = Field(64, ge=1, description="weight broadcast bucket size")
+    broadcast_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="auto: NCCL when the learner has a GPU, else gloo"
+    )
     step_timeout_s: float = Field(
         10.0,
         gt=0.0,

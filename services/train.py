@@ -200,6 +200,7 @@ class Trainer:
             groups_per_step=lc.groups_per_step,
             max_staleness=lc.max_staleness,
             bucket_bytes=lc.bucket_mb << 20,
+            broadcast_backend=lc.broadcast_backend,
             sync_timeout_s=lc.sync_timeout_s,
             keep_checkpoints=lc.keep_checkpoints,
             resume=resume,
@@ -271,7 +272,9 @@ class Trainer:
         version = ray.get(self.learner.info.remote())["version"]
         weights = ray.get(self.learner.snapshot.remote())[0] if version > 0 else None
         name = f"{self.config.name}-actor-{self._actor_count}"
-        handle = start_rollout_actor(self._actor_spec(name, weights, version))
+        handle = start_rollout_actor(
+            self._actor_spec(name, weights, version), num_gpus=self.config.rollout.gpus_per_actor
+        )
         self._actor_count += 1
         self.joining[name] = (handle, handle.health.remote())
         self.console.print(f"actor {name} starting (weights v{version})")
@@ -379,7 +382,9 @@ class Trainer:
     def _start_learner(self, resume: bool) -> None:
         import ray
 
-        self.learner = start_learner(self._learner_spec(resume), incarnation=self._learner_starts)
+        self.learner = start_learner(
+            self._learner_spec(resume), incarnation=self._learner_starts, num_gpus=self.config.learner.gpus
+        )
         self._learner_starts += 1
         info = ray.get(self.learner.info.remote())
         self.pids["learner"] = info["pid"]
