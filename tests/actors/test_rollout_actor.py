@@ -1,4 +1,5 @@
 import itertools
+import os
 import time
 
 import pytest
@@ -48,7 +49,7 @@ def test_worker_pulls_rolls_out_pushes_and_acks(box_model, synth_data, redis_ser
     assert sorted(g.id for _, g in groups) == sorted(group_id(i) for i in ids)
     assert all(g.actor == "w0" and len(g.samples) == 2 for _, g in groups)
     assert q.depth()["prompts_len"] == 0
-    assert worker.health() == {"name": "w0", "state": "idle", "policy_version": 0}
+    assert worker.health() == {"name": "w0", "state": "idle", "policy_version": 0, "pid": os.getpid()}
 
 
 def test_two_ray_actors_share_a_queue_and_each_prompt_is_done_once(
