@@ -176,6 +176,10 @@ class Loop:
             self._rendered[digest] = render_view(self._original(digest), None, self.settings.budget)
         return self._rendered[digest]
 
+    def original_size(self, digest: str) -> tuple[int, int]:
+        """(width, height) of an original (decoded at most once per rollout call)."""
+        return self._original(digest).size
+
     def _original(self, digest: str) -> Image.Image:
         if digest not in self._originals:
             self._originals[digest] = self.store.get(digest)

@@ -19,8 +19,10 @@ from actors.loop import Loop, RolloutSettings, Tokenizer
 from mgpo.images import ImageStore
 from mgpo.resize import PixelBudget
 from mgpo.templates import Mode, template_for
+from services.metrics import RolloutMetrics, serve_metrics, unregister
 from services.queue import Queue, group_id
 from services.run_state import RunState
+from services.trajectories import crop_area_ratios, group_entry, push_recent
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class ActorSpec:
     seed: int = 0
     weights: str | None = None  # a snapshot to load before producing anything (joining mid-run, resuming)
     version: int = 0  # the policy version of `weights`
+    metrics_port: int | None = None  # None: no Prometheus endpoint; 0: any free port
+    recent: int = 200  # trajectory groups kept in Redis for the viewer
 
 
 @dataclass
@@ -118,8 +122,22 @@ class RolloutWorker:
             self.engine.load_weights(spec.weights, spec.version)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._stats = ActorStats(state="idle", policy_version=self.engine.version)
+        self._stats = ActorStats(policy_version=self.engine.version)
+        self.metrics: RolloutMetrics | None = None
+        if spec.metrics_port is not None:
+            from prometheus_client import CollectorRegistry
+
+            self.metrics = RolloutMetrics(spec.run, CollectorRegistry())
+            self.metrics_target = serve_metrics(
+                self.metrics.registry, self.queue.client, spec.run, spec.name, "rollout", spec.metrics_port
+            )
+        self._set_state("idle")
         self._steps = 0
+
+    def _set_state(self, state: str) -> None:
+        self._stats.state = state
+        if self.metrics is not None:
+            self.metrics.set_state(state)
 
     def step(self, block_ms: int = 500) -> int:
         """One batch: take prompts, roll them out, push the groups and ack; returns the prompts done."""
@@ -127,7 +145,7 @@ class RolloutWorker:
         if not taken:
             return 0
         with self._lock:
-            self._stats.state = "rolling_out"
+            self._set_state("rolling_out")
             start = time.perf_counter()
             seed = self.spec.seed + 7919 * self._steps
             groups = self.loop.rollout(
@@ -136,7 +154,13 @@ class RolloutWorker:
             seconds = time.perf_counter() - start
             self._steps += 1
         self.queue.complete_prompts([m for m, _ in taken], groups)
+        entries = [
+            group_entry(r, g, self.loop.original_size) for (_, r), g in zip(taken, groups, strict=True)
+        ]
+        push_recent(self.queue.client, self.spec.run, entries, self.spec.recent)
         self._count(groups, seconds)
+        if self.metrics is not None:
+            self.metrics.observe(groups, seconds, crop_area_ratios(entries), self.engine.version)
         return len(taken)
 
     def _take(self, block_ms: int) -> list:
@@ -152,14 +176,16 @@ class RolloutWorker:
             taken += fresh
         elif not taken:
             self._stats.admission_waits += 1
-            self._stats.state = "admission_wait"
+            if self.metrics is not None:
+                self.metrics.admission_waits.labels(self.spec.run).inc()
+            self._set_state("admission_wait")
             time.sleep(block_ms / 1000)
         return taken
 
     def _count(self, groups: list, seconds: float) -> None:
         s = self._stats
         samples = [x for g in groups for x in g.samples]
-        s.state = "idle"
+        self._set_state("idle")
         s.prompts += len(groups)
         s.groups += len(groups)
         s.samples += len(samples)
@@ -178,9 +204,11 @@ class RolloutWorker:
             except redis.ConnectionError:
                 # Redis restarting: our taken prompts stay pending and are reclaimed, nothing is lost
                 self._stats.redis_errors += 1
-                self._stats.state = "idle"
+                if self.metrics is not None:
+                    self.metrics.redis_errors.labels(self.spec.run).inc()
+                self._set_state("idle")
                 time.sleep(1.0)
-        self._stats.state = "stopped" if self._stop.is_set() else "idle"
+        self._set_state("stopped" if self._stop.is_set() else "idle")
         return self.stats()
 
     def stop(self) -> None:
@@ -189,20 +217,20 @@ class RolloutWorker:
     def load_weights(self, path: str, version: int) -> int:
         """Swap weights between batches; returns the version now in use."""
         with self._lock:
-            self._stats.state = "loading_weights"
+            self._set_state("loading_weights")
             self.engine.load_weights(path, version)
-            self._stats.state = "idle"
+            self._set_state("idle")
             self._stats.policy_version = version
         return self.engine.version
 
     def receive_weights(self, address: list, rank: int, plan: list, version: int) -> int:
         """Receive the learner's broadcast between batches; returns the version now in use."""
         with self._lock:
-            self._stats.state = "loading_weights"
+            self._set_state("loading_weights")
             try:
                 self.engine.receive_weights(address, rank, plan, version)
             finally:
-                self._stats.state = "idle"
+                self._set_state("idle")
             self._stats.policy_version = version
         return self.engine.version
 
@@ -218,6 +246,8 @@ class RolloutWorker:
         return asdict(self._stats)
 
     def close(self) -> None:
+        if self.metrics is not None:
+            unregister(self.queue.client, self.spec.run, [self.spec.name])
         self.engine.close()
 
 

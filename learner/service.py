@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,8 +32,9 @@ from mgpo.metrics import summarize
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.models.weights import policy_state, save_weights
 from mgpo.records import TrajectoryGroup
+from services.metrics import LearnerMetrics, serve_metrics
 from services.queue import Queue
-from services.redis_server import free_port
+from services.redis_server import free_port, node_ip
 from services.run_state import RunState
 
 
@@ -58,6 +58,7 @@ class LearnerSpec:
     keep_checkpoints: int = 2
     resume: bool = False
     seed: int = 0
+    metrics_port: int | None = None  # None: no Prometheus endpoint; 0: any free port
 
 
 class Learner:
@@ -100,6 +101,15 @@ class Learner:
         self._store: torch.distributed.TCPStore | None = None
         self._group: tuple[int, object] | None = None
         self._generation = 0
+        self.metrics: LearnerMetrics | None = None
+        if spec.metrics_port is not None:
+            from prometheus_client import CollectorRegistry
+
+            self.metrics = LearnerMetrics(spec.run, CollectorRegistry())
+            self.metrics.version.labels(spec.run).set(self.version)
+            self.metrics_target = serve_metrics(
+                self.metrics.registry, self.queue.client, spec.run, "learner", "learner", spec.metrics_port
+            )
 
     # ---- training -------------------------------------------------------------------------------------
 
@@ -116,7 +126,7 @@ class Learner:
         self._carry = []
         staleness = [self.version - g.policy_version for g in groups]
         started = time.perf_counter()
-        stats = mgpo_step(
+        result = mgpo_step(
             self.engine.module,
             self.reference,
             groups,
@@ -130,9 +140,9 @@ class Learner:
         self.counters["used"] += len(groups)
         self._record(used=[g.id for g in groups], staleness=staleness)
         summary = summarize(groups)
-        return {
+        stats = {
             "version": self.version,
-            **{k: float(v) for k, v in stats._asdict().items()},
+            **{k: float(v) for k, v in result._asdict().items()},
             "accuracy": summary.accuracy,
             "valid_grounding_ratio": summary.valid_grounding_ratio,
             "turns": summary.turns,
@@ -143,6 +153,10 @@ class Learner:
             "step_seconds": time.perf_counter() - started,
             **{f"groups_{k}": float(v) for k, v in self.counters.items()},
         }
+        if self.metrics is not None:
+            self.metrics.observe_step(stats, groups, staleness)
+            self.metrics.count_groups("used", len(groups))
+        return stats
 
     def _collect(self, timeout_s: float) -> list[TrajectoryGroup]:
         fresh = list(self._carry)
@@ -168,11 +182,15 @@ class Learner:
                 self._seen.add(group.id)
             for kind, ids in dropped.items():
                 self.counters[kind] += len(ids)
+                if self.metrics is not None:
+                    self.metrics.count_groups(kind, len(ids))
             if dropped["stale"] or dropped["duplicate"]:
                 self._record(**dropped)
             returned = len(dropped["stale"]) + len(dropped["duplicate"])
             if self.queue.dropped > self.counters["unreadable"]:
                 returned += self.queue.dropped - self.counters["unreadable"]
+                if self.metrics is not None:
+                    self.metrics.count_groups("unreadable", self.queue.dropped - self.counters["unreadable"])
                 self.counters["unreadable"] = self.queue.dropped
             if returned:
                 self.run_state.add("returned", returned)  # admission control lets that many more in
@@ -188,7 +206,7 @@ class Learner:
         """A new broadcast generation for `world_size` members (rank 0 is this learner)."""
         if self._store is None:
             self._store = torch.distributed.TCPStore(
-                _node_ip(),
+                node_ip(),
                 0,
                 is_master=True,
                 wait_for_workers=False,
@@ -197,7 +215,7 @@ class Learner:
         self._generation += 1
         return list(
             Address(
-                _node_ip(),
+                node_ip(),
                 self._store.port,
                 world_size,
                 self._generation,
@@ -228,13 +246,16 @@ class Learner:
             self._group = None  # a broken generation is never reused
             raise
         seconds = time.perf_counter() - joined
-        return {
+        stats = {
             "version": self.version,
             "sync_bytes": float(sent),
             "sync_seconds": seconds,
             "sync_join_seconds": joined - start,
             "sync_bytes_per_second": sent / max(seconds, 1e-9),
         }
+        if self.metrics is not None:
+            self.metrics.observe_sync(stats)
+        return stats
 
     def snapshot(self) -> tuple[str, int]:
         """The current weights as a file (for an actor joining mid-run); returns (path, version)."""
@@ -260,6 +281,8 @@ class Learner:
             self.engine, self.checkpoints, self.version, meta, self.spec.keep_checkpoints
         )
         self._commit(used)
+        if self.metrics is not None:
+            self.metrics.checkpoints.labels(self.spec.run).inc()
         return str(folder)
 
     def _commit(self, used: list[tuple[str, str]]) -> None:
@@ -300,18 +323,6 @@ class Learner:
 
 def _count_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def _node_ip() -> str:
-    """The address actors reach this process at: Ray's node IP on a cluster, loopback on one machine."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.util.get_node_ip_address()
-    except ImportError:
-        pass
-    return socket.gethostbyname("localhost")
 
 
 def start_learner(

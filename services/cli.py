@@ -275,11 +275,39 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("--off", action="store_true", help="un-pause")
     pause.set_defaults(func=cmd_pause)
 
+    serve = commands.add_parser("serve", help="the control plane: HTTP API, /metrics, the rollout viewer")
+    serve.add_argument("--config", default=None, help="serve config YAML (default: built-in defaults)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    serve.set_defaults(func=cmd_serve)
+
     demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
     demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import uvicorn
+
+    from services.auth import configured_token
+    from services.config import load_serve_config
+    from services.control import create_app
+    from services.redis_server import persistent_server
+
+    settings = load_serve_config(args.config)
+    redis_url = settings.redis_url or persistent_server(Path(settings.state_dir) / "redis")
+    if configured_token() is None:
+        print("mgpo serve: no MGPO_API_TOKEN / MGPO_API_TOKEN_FILE: every mutating request will be refused")
+    print(f"mgpo serve: Redis {redis_url}, runs in {Path(settings.state_dir).resolve()}")
+    print(
+        f"mgpo serve: API docs http://{args.host}:{args.port}/docs, viewer http://{args.host}:{args.port}/viewer"
+    )
+    uvicorn.run(create_app(settings, redis_url), host=args.host, port=args.port, log_level="info")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,6 +124,15 @@ class DataConfig(_Section):
     epochs: int = Field(1, ge=1)
 
 
+class MetricsConfig(_Section):
+    enabled: bool = Field(True, description="Prometheus endpoints on the learner and every rollout actor")
+    learner_port: int = Field(0, ge=0, le=65535, description="0: any free port (found via /metrics/targets)")
+    actor_port: int = Field(
+        0, ge=0, le=65535, description="0: any free port; a fixed one is tried upwards when taken (pods)"
+    )
+    recent: int = Field(200, ge=1, le=10_000, description="trajectory groups kept in Redis for the viewer")
+
+
 class RunConfig(_Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     output_dir: str = "runs"
@@ -139,10 +148,29 @@ class RunConfig(_Section):
     learner: LearnerConfig = LearnerConfig()
     queue: QueueConfig = QueueConfig()
     data: DataConfig = DataConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        """The dataset folder: the configured one, or the synthetic set written into the run folder."""
+        return Path(self.data.path) if self.data.path is not None else self.run_dir / "data"
+
+
+class ServeConfig(_Section):
+    """`mgpo serve`: the control plane. Runs it creates use its Redis, Ray and state folder."""
+
+    state_dir: str = Field("runs", description="run folders (and the embedded Redis when redis_url is unset)")
+    redis_url: str | None = Field(None, description="None: an embedded Redis with AOF in state_dir/redis")
+    ray_address: str | None = Field(None, description="None: each run starts a local Ray; 'auto': join one")
+    auth_reads: bool = Field(False, description="True: GET endpoints need the bearer token too")
+    max_upload_mb: int = Field(32, ge=1, le=1024, description="largest request body accepted")
+    dataset_roots: tuple[str, ...] = Field(
+        (".",), description="POST /runs/{name}/datasets reads only folders under these"
+    )
 
 
 def _describe(err: ValidationError) -> str:
@@ -165,13 +193,26 @@ def parse_config(raw: object, source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: {err.error_count()} problem(s):\n{_describe(err)}") from err
 
 
-def load_config(path: str | os.PathLike[str]) -> RunConfig:
-    """Read and validate a YAML run config; ConfigError lists every problem with its field."""
-    path = Path(path)
+def _read_yaml(path: Path) -> object:
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    return parse_config(raw, str(path))
+
+
+def load_config(path: str | os.PathLike[str]) -> RunConfig:
+    """Read and validate a YAML run config; ConfigError lists every problem with its field."""
+    return parse_config(_read_yaml(Path(path)), str(path))
+
+
+def load_serve_config(path: str | os.PathLike[str] | None) -> ServeConfig:
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return ServeConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {err.error_count()} problem(s):\n{_describe(err)}") from err

@@ -98,18 +98,20 @@ class Queue:
                 raise QueueFull(f"{stream} held {self.max_len} entries for {timeout_s}s")
             time.sleep(0.05)
 
-    def put_prompts(self, records: Sequence[PromptRecord], timeout_s: float = 60.0) -> list[str]:
+    def put_prompts(
+        self, records: Sequence[PromptRecord], timeout_s: float = 60.0, counter: str = "fed"
+    ) -> list[str]:
         """Append prompt records, waiting while the stream is full; returns their message ids.
 
-        Each append also counts one in the run state's `fed` field, in the same transaction, so a restarted
-        feeder continues where the stream really is.
+        Each append also counts one in the run state's `counter` field, in the same transaction: `fed` for
+        the feeder, so a restarted feeder continues where the stream really is; `enqueued` for the API.
         """
         ids = []
         for record in records:
             self._wait_for_room(self.names.prompts, timeout_s)
             pipe = self.client.pipeline(transaction=True)
             pipe.xadd(self.names.prompts, {PROMPT_FIELD: record.to_json()})
-            pipe.hincrby(self.names.state, "fed", 1)
+            pipe.hincrby(self.names.state, counter, 1)
             ids.append(self._decode(pipe.execute()[0]))
         return ids
 

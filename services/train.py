@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -31,10 +32,12 @@ from mgpo.data.dataset import read_prompts
 from mgpo.loss import LossConfig
 from mgpo.resize import PixelBudget
 from services.config import RunConfig
+from services.metrics import unregister
 from services.metrics_log import MetricsLog
 from services.queue import Queue
 from services.redis_server import RedisServer
 from services.run_state import RunState
+from services.runs import Runs
 
 
 class RunDirInUse(FileExistsError):
@@ -82,18 +85,26 @@ class Trainer:
                 f"{self.run_dir} holds checkpoints of an earlier run: pass --resume to continue it, or choose "
                 f"another name / output_dir"
             )
+        if cfg.model.path != "tiny" and not (Path(cfg.model.path) / "config.json").exists():
+            raise FileNotFoundError(
+                f"model.path {cfg.model.path}: no config.json there (a HF model folder is needed)"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(
             yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         )
-        self.data_dir = self._data()
-        self.model_path = self._model()
         if cfg.queue.redis_url is None:
             self.redis_server = RedisServer(data_dir=self.run_dir / "redis").start()
             self.redis_url = self.redis_server.url
         else:
             self.redis_url = cfg.queue.redis_url
         client = redis.Redis.from_url(self.redis_url)
+        # registered first, so the control plane sees this run (and why it failed) from the start
+        self.registry = Runs(client)
+        self.registry.adopt(cfg.name, cfg.model_dump(mode="json"), str(self.run_dir))
+        self.registry.set(
+            cfg.name, status="running", driver_pid=os.getpid(), driver_host=socket.gethostname(), error=""
+        )
         self.queue = Queue(client, cfg.name, "driver", max_len=cfg.queue.max_len)
         self.queue.ensure_groups()
         self.run_state = RunState(client, cfg.name)
@@ -104,16 +115,25 @@ class Trainer:
             desired_actors=state.desired_actors
             if self.resume and state.desired_actors
             else cfg.rollout.actors,
+            stop=0,
+            checkpoint_requested=0,
+            heartbeat=int(time.time()),
         )
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        self.data_dir = self._data()
+        self.model_path = self._model()
         self._start_ray()
+
+    def _heartbeat(self) -> None:
+        while not self._stop_feeding.wait(10.0):
+            try:
+                self.run_state.set(heartbeat=int(time.time()))
+            except redis.ConnectionError:
+                pass  # Redis restarting: the next beat gets through
 
     def _model(self) -> str:
         cfg = self.config.model
         if cfg.path != "tiny":
-            if not (Path(cfg.path) / "config.json").exists():
-                raise FileNotFoundError(
-                    f"model.path {cfg.path}: no config.json there (a HF model folder is needed)"
-                )
             return cfg.path
         folder = self.run_dir / "model"
         if (folder / "config.json").exists():
@@ -154,10 +174,8 @@ class Trainer:
 
     def _data(self) -> Path:
         cfg = self.config.data
-        if cfg.path is not None:
-            return Path(cfg.path)
-        folder = self.run_dir / "data"
-        if not (folder / "dataset.json").exists():
+        folder = self.config.data_dir
+        if cfg.path is None and not (folder / "dataset.json").exists():
             from mgpo.data.dataset import write_synthetic
 
             self.console.print(f"writing {cfg.synth_n} synthetic high-resolution samples to {folder}")
@@ -205,6 +223,7 @@ class Trainer:
             keep_checkpoints=lc.keep_checkpoints,
             resume=resume,
             seed=cfg.seed,
+            metrics_port=cfg.metrics.learner_port if cfg.metrics.enabled else None,
         )
 
     def _actor_spec(self, name: str, weights: str | None, version: int) -> ActorSpec:
@@ -230,6 +249,8 @@ class Trainer:
             seed=self.config.seed + 1000 * self._actor_count,
             weights=weights,
             version=version,
+            metrics_port=self.config.metrics.actor_port if self.config.metrics.enabled else None,
+            recent=self.config.metrics.recent,
         )
 
     # ---- data -----------------------------------------------------------------------------------------
@@ -307,6 +328,7 @@ class Trainer:
             if done:
                 self.members.pop(name)
                 self.pids.pop(name, None)
+                unregister(self.queue.client, self.config.name, [name])
                 self.console.print(f"[yellow]actor {name} died[/]; its prompts are reclaimed by the others")
         for name, handle in list(self.leaving.items()):
             done, _ = ray.wait([self.runs[name]], timeout=0)
@@ -322,6 +344,10 @@ class Trainer:
         self._write_processes()
 
     def _write_processes(self) -> None:
+        states = {n: "running" for n in self.members}
+        states.update({n: "joining" for n in self.joining})
+        states.update({n: "leaving" for n in self.leaving})
+        self.registry.set_actors(self.config.name, states)
         (self.run_dir / "processes.json").write_text(
             json.dumps({"redis_url": self.redis_url, "pids": self.pids, "members": sorted(self.members)})
         )
@@ -395,9 +421,9 @@ class Trainer:
     def run(self) -> dict[str, object]:
         import ray
 
-        self._prepare()
-        self.metrics = MetricsLog(self.run_dir)
         try:
+            self._prepare()
+            self.metrics = MetricsLog(self.run_dir)
             self._start_learner(resume=self.resume)
             start_version = ray.get(self.learner.info.remote())["version"]
             self.console.print(f"learner ready at version {start_version}")
@@ -407,18 +433,41 @@ class Trainer:
             total = self.planned_steps()
             started = time.perf_counter()
             try:
-                self._loop(start_version, total)
+                stopped = self._loop(start_version, total)
             finally:
                 self.totals["loop"] = time.perf_counter() - started
+            self._set_status("stopped" if stopped else "finished")
         except KeyboardInterrupt:
             self.console.print("[yellow]interrupted[/]: writing a checkpoint before stopping")
             self._checkpoint()
+            self._set_status("stopped")
+            raise
+        except BaseException as err:
+            self._set_status("failed", error=_first_line(err))
             raise
         finally:
             self._shutdown()
         return self.summary()
 
-    def _loop(self, version: int, total: int) -> None:
+    def _set_status(self, status: str, error: str = "") -> None:
+        if hasattr(self, "registry"):
+            try:
+                self.registry.set(self.config.name, status=status, error=error)
+            except redis.ConnectionError:
+                self.console.print(f"[yellow]Redis unreachable: run status {status!r} not recorded[/]")
+
+    def _requests(self) -> bool:
+        """Act on the control plane's requests between steps; True when asked to stop."""
+        state = self.run_state.read()
+        if state.checkpoint_requested:
+            self._checkpoint()
+            self.run_state.set(checkpoint_requested=0)
+        if state.stop:
+            self.console.print("stop requested: checkpointing and stopping")
+        return bool(state.stop)
+
+    def _loop(self, version: int, total: int) -> bool:
+        """Train until `total` steps, the data's end or a stop request (returns True for the latter)."""
         import ray
 
         cfg = self.config
@@ -426,7 +475,11 @@ class Trainer:
         checkpointed = version
         with Progress(*columns, console=self.console, transient=False) as progress:
             task = progress.add_task("steps", total=total, completed=version)
+            stopped = False
             while version < total:
+                if self._requests():
+                    stopped = True
+                    break
                 try:
                     stats = ray.get(self.learner.step.remote(timeout_s=cfg.learner.step_timeout_s))
                     if stats is None and self._data_exhausted():
@@ -458,6 +511,7 @@ class Trainer:
             self._checkpoint()
         ray.get(self.learner.export.remote(str(self.run_dir / "final")))
         self.console.print(f"final policy (HF format): {self.run_dir / 'final'}")
+        return stopped
 
     def _sync_and_log(self, version: int) -> None:
         stats = self.sync()

@@ -1,0 +1,111 @@
+// The rollout viewer: recent trajectories of a run, from GET /runs/{name}/trajectories. No dependencies.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SVG = "http://www.w3.org/2000/svg";
+
+function headers() {
+  const token = $("token").value || sessionStorage.getItem("mgpo-token") || "";
+  if ($("token").value) sessionStorage.setItem("mgpo-token", $("token").value);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { headers: headers() });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(`${response.status} ${body.detail || response.statusText}`);
+  }
+  return response.json();
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function imageUrl(run, hash, region, maxSide) {
+  const q = new URLSearchParams({ max_side: maxSide });
+  if (region) q.set("region", region.map((v) => Math.round(v)).join(","));
+  return `/runs/${encodeURIComponent(run)}/images/${hash}?${q}`;
+}
+
+function rect(box, cls) {
+  const [x1, y1, x2, y2] = box;
+  return el("svg:rect", { class: cls, x: x1, y: y1, width: x2 - x1, height: y2 - y1 });
+}
+
+function card(run, t) {
+  const first = t.images[0];
+  const [w, h] = first.size;
+  const overlay = el("svg:svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none" });
+  if (t.target_box) overlay.append(rect(t.target_box, "box-true"));
+  for (const c of t.crops) if (c.image === first.hash) overlay.append(rect(c.region, "box-pred"));
+  const frame = el("div", { class: "frame" },
+    el("img", { class: "original", src: imageUrl(run, first.hash, null, 1024), alt: "original image" }), overlay);
+
+  const crops = el("div", { class: "crops" });
+  if (t.crops.length === 0) crops.append(el("div", { class: "none", text: "no crop (no valid box)" }));
+  for (const c of t.crops) {
+    crops.append(el("img", { class: "crop", src: imageUrl(run, c.image, c.region, 480), alt: "crop" }));
+  }
+
+  const choices = el("ol", { type: "A" });
+  for (const choice of t.choices) choices.append(el("li", { text: choice }));
+  const turns = el("div", { class: "turns" });
+  t.text.forEach((reply, i) => turns.append(el("div", { text: `turn ${i + 1}` }), el("pre", { text: reply })));
+  const badges = el("div", { class: "badges" },
+    el("span", { class: t.reward >= 1 ? "good" : "bad", text: `reward ${t.reward.toFixed(2)}` }),
+    el("span", { class: t.valid_grounding ? "good" : "bad",
+                 text: t.valid_grounding ? "valid grounding" : "invalid grounding" }),
+    el("span", { text: `answer ${t.answer}` }),
+    el("span", { text: `v${t.policy_version}` }),
+    el("span", { text: `${t.turns} turn(s), ${t.finish_reason}` }),
+    el("span", { text: t.actor }));
+  const text = el("div", { class: "text" }, el("h3", { text: t.question }), choices, badges, turns);
+  return el("article", { class: `traj ${t.valid_grounding ? "valid" : "invalid"}`,
+                         "data-group": t.group, "data-sample": t.sample }, frame, crops, text);
+}
+
+async function loadRuns() {
+  const runs = await getJSON("/runs");
+  const select = $("run");
+  const wanted = new URLSearchParams(location.search).get("run") || select.value;
+  select.replaceChildren(...runs.map((r) => el("option", { value: r.name, text: `${r.name} (${r.status}, v${r.version})` })));
+  if (runs.some((r) => r.name === wanted)) select.value = wanted;
+}
+
+async function refresh() {
+  const run = $("run").value;
+  const list = $("list");
+  if (!run) {
+    list.replaceChildren(el("div", { class: "empty", text: "no runs yet: POST /runs to start one" }));
+    return;
+  }
+  const q = new URLSearchParams({ limit: $("limit").value || "24" });
+  if ($("valid").value) q.set("valid", $("valid").value);
+  if ($("min-reward").value !== "") q.set("min_reward", $("min-reward").value);
+  if ($("max-reward").value !== "") q.set("max_reward", $("max-reward").value);
+  const items = await getJSON(`/runs/${encodeURIComponent(run)}/trajectories?${q}`);
+  list.replaceChildren(...(items.length ? items.map((t) => card(run, t))
+    : [el("div", { class: "empty", text: "no trajectories match" })]));
+  $("status").textContent = `${items.length} shown, ${new Date().toLocaleTimeString()}`;
+}
+
+async function update() {
+  try {
+    await loadRuns();
+    await refresh();
+  } catch (err) {
+    $("status").textContent = `error: ${err.message}`;
+  }
+}
+
+for (const id of ["run", "valid", "min-reward", "max-reward", "limit", "token"]) $(id).addEventListener("change", update);
+setInterval(() => { if ($("live").checked) update(); }, 5000);
+update();

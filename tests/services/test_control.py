@@ -1,0 +1,354 @@
+"""The control plane's HTTP API against a real Redis server: auth, run commands, data, trajectories, metrics.
+
+Runs here are registered in Redis directly (no driver process), except where a real driver is the point."""
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from PIL import Image
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from mgpo.boxes import Box
+from mgpo.crop import View
+from mgpo.data.dataset import read_prompts, write_synthetic
+from mgpo.records import TrajectoryGroup, TrajectorySample
+from services.config import RunConfig, ServeConfig
+from services.control import create_app
+from services.metrics import LearnerMetrics, serve_metrics
+from services.queue import Queue
+from services.run_state import RunState
+from services.runs import Runs
+from services.trajectories import group_entry, push_recent
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_synthetic(tmp_path_factory.mktemp("data"), n=2, seed=0, progress=False)
+
+
+@pytest.fixture
+def client(redis_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MGPO_API_TOKEN", TOKEN)
+    monkeypatch.delenv("MGPO_API_TOKEN_FILE", raising=False)
+    redis.Redis.from_url(redis_server.url).flushdb()
+    settings = ServeConfig(state_dir=str(tmp_path / "state"), max_upload_mb=1, dataset_roots=(str(tmp_path),))
+    with TestClient(create_app(settings, redis_server.url)) as c:
+        c.redis = redis.Redis.from_url(redis_server.url)
+        c.tmp = tmp_path
+        yield c
+
+
+def _register(c: TestClient, dataset: Path, name: str = "r1", status: str = "running") -> RunConfig:
+    """A run as its driver leaves it in Redis (the driver itself is not needed to test the API)."""
+    config = RunConfig(name=name, output_dir=str(c.tmp / "state"), data={"path": str(dataset)})
+    Runs(c.redis).register(name, config.model_dump(mode="json"), str(config.run_dir))
+    Runs(c.redis).set(name, status=status)
+    RunState(c.redis, name).set(heartbeat=int(time.time()), desired_actors=1, version=3)
+    Queue(c.redis, name, "test").ensure_groups()
+    return config
+
+
+def _png(size=(64, 48), color=(200, 30, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+MUTATIONS = [
+    ("post", "/runs", {"config": {"name": "x"}}),
+    ("post", "/runs/r1/pause", None),
+    ("post", "/runs/r1/resume", None),
+    ("post", "/runs/r1/stop", None),
+    ("post", "/runs/r1/checkpoint", None),
+    ("put", "/runs/r1/actors", {"actors": 2}),
+    ("post", "/runs/r1/prompts", {"prompts": []}),
+    ("post", "/runs/r1/datasets", {"path": "{tmp}/nowhere"}),
+]
+READS = ["/runs", "/runs/r1", "/runs/r1/trajectories", "/metrics", "/metrics/targets"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), MUTATIONS)
+def test_every_mutation_needs_the_token(client, dataset, method, path, body, monkeypatch):
+    _register(client, dataset)
+    call = getattr(client, method)
+    if body and "path" in body:
+        body = {"path": body["path"].format(tmp=client.tmp)}
+    kwargs = {"json": body} if body is not None else {}
+    missing = call(path, **kwargs)
+    assert missing.status_code == 401 and "missing bearer token" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = call(path, headers={"Authorization": "Bearer nope"}, **kwargs)
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid bearer token"
+    assert call(path, headers=AUTH, **kwargs).status_code not in (401, 403, 500)
+    monkeypatch.delenv("MGPO_API_TOKEN")  # no token configured: refuse rather than run open
+    refused = call(path, headers=AUTH, **kwargs)
+    assert refused.status_code == 403 and "no API token is configured" in refused.json()["detail"]
+
+
+def test_images_upload_needs_the_token(client, dataset):
+    _register(client, dataset)
+    files = {"files": ("a.png", _png(), "image/png")}
+    assert client.post("/runs/r1/images", files=files).status_code == 401
+    assert client.post("/runs/r1/images", files=files, headers=AUTH).status_code == 201
+
+
+@pytest.mark.parametrize("path", READS)
+def test_reads_are_open_by_default(client, dataset, path):
+    _register(client, dataset)
+    assert client.get(path).status_code == 200
+
+
+def test_reads_need_the_token_with_auth_reads(redis_server, tmp_path, monkeypatch, dataset):
+    monkeypatch.setenv("MGPO_API_TOKEN", TOKEN)
+    settings = ServeConfig(state_dir=str(tmp_path), auth_reads=True)
+    with TestClient(create_app(settings, redis_server.url)) as c:
+        assert c.get("/runs").status_code == 401
+        assert c.get("/runs", headers=AUTH).status_code == 200
+        assert c.get("/healthz").status_code == 200  # probes never need it
+
+
+def test_the_token_can_come_from_a_mounted_file(client, dataset, monkeypatch, tmp_path):
+    _register(client, dataset)
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    monkeypatch.delenv("MGPO_API_TOKEN")
+    monkeypatch.setenv("MGPO_API_TOKEN_FILE", str(secret))
+    assert client.post("/runs/r1/pause", headers={"Authorization": "Bearer from-file"}).status_code == 202
+    assert client.post("/runs/r1/pause", headers=AUTH).status_code == 401
+
+
+def test_run_commands_set_the_run_state_the_driver_acts_on(client, dataset):
+    _register(client, dataset)
+    state = RunState(client.redis, "r1")
+    assert client.post("/runs/r1/pause", headers=AUTH).status_code == 202
+    assert state.read().paused == 1
+    assert client.get("/runs/r1").json()["paused"] is True
+    assert client.post("/runs/r1/resume", headers=AUTH).status_code == 202
+    assert state.read().paused == 0
+    assert client.post("/runs/r1/checkpoint", headers=AUTH).status_code == 202
+    assert state.read().checkpoint_requested == 1
+    scaled = client.put("/runs/r1/actors", json={"actors": 3}, headers=AUTH)
+    assert scaled.status_code == 200 and scaled.json()["actors"]["desired"] == 3
+    assert state.read().desired_actors == 3
+    assert client.post("/runs/r1/stop", headers=AUTH).status_code == 202
+    assert state.read().stop == 1
+    assert client.get("/runs/r1").json()["status"] == "stopping"
+
+
+def test_commands_on_a_finished_or_unknown_run_are_refused(client, dataset):
+    _register(client, dataset, status="finished")
+    assert client.post("/runs/r1/pause", headers=AUTH).status_code == 409
+    assert client.put("/runs/r1/actors", json={"actors": 1}, headers=AUTH).status_code == 409
+    missing = client.post("/runs/nope/stop", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["detail"] == "no run named 'nope'"
+    assert client.get("/runs/..%2Fetc").status_code == 404
+
+
+def test_a_run_without_heartbeat_is_reported_lost(client, dataset):
+    _register(client, dataset)
+    RunState(client.redis, "r1").set(heartbeat=int(time.time()) - 3600)
+    assert client.get("/runs/r1").json()["status"] == "lost"
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"config": {"rollout": {"n": 1}}}, "rollout.n"),
+        ({"config": {"learner": {"lr": "fast"}}}, "learner.lr"),
+        ({"config": {"name": "bad name!"}}, "name"),
+        ({"config": {"model": {"unknown": 1}}}, "model.unknown"),
+        ({"config": {"queue": 3}}, "queue"),
+        ({"conf": {}}, "conf"),
+    ],
+)
+def test_an_invalid_run_config_is_422_with_the_field(client, body, needle):
+    response = client.post("/runs", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert needle in json.dumps(response.json()["detail"])
+
+
+def test_bad_bodies_are_4xx_never_500(client, dataset):
+    _register(client, dataset)
+    h = AUTH
+    assert (
+        client.post(
+            "/runs", content=b"{not json", headers={**h, "content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+    assert client.put("/runs/r1/actors", json={"actors": -1}, headers=h).status_code == 422
+    assert client.put("/runs/r1/actors", json={"actors": "two"}, headers=h).status_code == 422
+    big = client.post("/runs", content=b"x" * (2 << 20), headers={**h, "content-type": "application/json"})
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    corrupt = client.post(
+        "/runs/r1/images", files={"files": ("a.png", b"\x89PNG broken", "image/png")}, headers=h
+    )
+    assert corrupt.status_code == 422 and "corrupt" in corrupt.json()["detail"]
+    prompt = {"question": "q?", "images": ["0" * 64], "answer": "A", "choices": ["x", "y"]}
+    unknown = client.post("/runs/r1/prompts", json={"prompts": [prompt]}, headers=h)
+    assert unknown.status_code == 422 and "not in the run's store" in unknown.json()["detail"]
+    wrong_letter = client.post("/runs/r1/prompts", json={"prompts": [{**prompt, "answer": "C"}]}, headers=h)
+    assert wrong_letter.status_code == 422 and "answer among" in json.dumps(wrong_letter.json())
+    assert (
+        client.post(
+            "/runs/r1/prompts", json={"prompts": [{**prompt, "images": ["../x"]}]}, headers=h
+        ).status_code
+        == 422
+    )
+    outside = client.post("/runs/r1/datasets", json={"path": "/etc"}, headers=h)
+    assert outside.status_code == 403 and "outside the allowed" in outside.json()["detail"]
+    empty = client.tmp / "empty"
+    empty.mkdir()
+    assert client.post("/runs/r1/datasets", json={"path": str(empty)}, headers=h).status_code == 422
+    assert client.get("/runs/r1/trajectories?limit=0").status_code == 422
+    assert client.get("/runs/r1/images/xyz").status_code == 422
+    assert client.get(f"/runs/r1/images/{'a' * 64}").status_code == 404
+
+
+def test_uploaded_images_and_prompts_reach_the_prompt_stream(client, dataset):
+    _register(client, dataset)
+    state = RunState(client.redis, "r1")
+    fed = state.read().fed
+    uploaded = client.post("/runs/r1/images", files=[("files", ("a.png", _png(), "image/png"))], headers=AUTH)
+    assert uploaded.status_code == 201
+    (digest,) = uploaded.json()["images"]
+    prompt = {
+        "id": "mine",
+        "question": "What colour?",
+        "images": [digest],
+        "answer": "B",
+        "choices": ["blue", "red"],
+    }
+    response = client.post("/runs/r1/prompts", json={"prompts": [prompt]}, headers=AUTH)
+    assert response.status_code == 202 and response.json()["enqueued"] == 1
+    (message_id, record), *_ = Queue(client.redis, "r1", "reader").read_prompts(10, block_ms=10)
+    assert (record.id, record.images, record.answer, record.source) == ("mine", (digest,), "B", "api")
+    assert state.read().enqueued == 1 and state.read().fed == fed  # the feeder's position is untouched
+
+
+def test_a_dataset_folder_is_enqueued_with_its_images(client, dataset, tmp_path):
+    config = _register(client, tmp_path / "run-data")  # the run's own store starts empty
+    other = write_synthetic(tmp_path / "more", n=3, seed=5, progress=False)
+    response = client.post("/runs/r1/datasets", json={"path": str(other)}, headers=AUTH)
+    assert response.status_code == 202 and response.json()["enqueued"] == 3
+    store = config.data_dir / "images"
+    for record in read_prompts(other):
+        assert all((store / h[:2] / h).exists() for h in record.images)
+    assert client.redis.xlen("mgpo:r1:prompts") == 3
+
+
+def _group(image: str, size: tuple[int, int]) -> TrajectoryGroup:
+    def sample(reward: float, valid: bool, region: Box | None) -> TrajectorySample:
+        views = (View(image), View(image, region)) if region else (View(image),)
+        return TrajectorySample(
+            ids=np.zeros(4, np.int32),
+            loss_mask=np.ones(4, bool),
+            logprobs=np.zeros(4, np.float32),
+            views=views,
+            reward=reward,
+            valid_grounding=valid,
+            turns=2 if region else 1,
+            finish_reason="stop",
+            text=("<box>...</box>", "B"),
+        )
+
+    return TrajectoryGroup(
+        id="1-0/0",
+        prompt_id="p1",
+        policy_version=7,
+        samples=(sample(1.0, True, Box(8, 4, 40, 36)), sample(0.0, False, None)),
+        min_pixels=1,
+        max_pixels=2,
+        actor="r1-actor-0",
+    )
+
+
+def test_trajectories_are_listed_newest_first_and_filtered(client, dataset):
+    config = _register(client, dataset)
+    record = next(read_prompts(dataset))
+    entry = group_entry(record, _group(record.images[0], (64, 48)), lambda h: (640, 480))
+    push_recent(client.redis, "r1", [entry])
+    items = client.get("/runs/r1/trajectories").json()
+    assert [(i["reward"], i["valid_grounding"]) for i in items] == [(1.0, True), (0.0, False)]
+    assert items[0]["crops"] == [{"image": record.images[0], "region": [8.0, 4.0, 40.0, 36.0]}]
+    assert items[0]["question"] == record.question and items[0]["policy_version"] == 7
+    assert [i["reward"] for i in client.get("/runs/r1/trajectories?valid=false").json()] == [0.0]
+    assert [i["reward"] for i in client.get("/runs/r1/trajectories?min_reward=0.5").json()] == [1.0]
+    assert client.get("/runs/r1/trajectories?limit=1").json()[0]["sample"] == 0
+    del config
+
+
+def test_the_image_endpoint_crops_a_region_of_the_original(client, dataset):
+    _register(client, dataset)
+    digest = next(read_prompts(dataset)).images[0]
+    crop = client.get(f"/runs/r1/images/{digest}?region=10,20,110,70&max_side=4096")
+    assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(crop.content)).size == (100, 50)
+    whole = Image.open(io.BytesIO(client.get(f"/runs/r1/images/{digest}?max_side=256").content))
+    assert max(whole.size) == 256
+    bad = client.get(f"/runs/r1/images/{digest}?region=50,50,10,10")
+    assert bad.status_code == 422 and "x1 < x2" in bad.json()["detail"]
+    assert client.get(f"/runs/r1/images/{digest}?region=a,b").status_code == 422
+
+
+def _families(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_show_run_gauges_and_discovery_lists_process_endpoints(client, dataset):
+    _register(client, dataset)
+    RunState(client.redis, "r1").set(paused=1)
+    Runs(client.redis).set_actors("r1", {"r1-actor-0": "running", "r1-actor-1": "joining"})
+    client.post("/runs/r1/images", files={"files": ("a.png", _png(), "image/png")}, headers=AUTH)
+    (digest,) = client.post(
+        "/runs/r1/images", files={"files": ("a.png", _png(), "image/png")}, headers=AUTH
+    ).json()["images"]
+    prompt = {"question": "q", "images": [digest], "answer": "A", "choices": ["x", "y"]}
+    client.post("/runs/r1/prompts", json={"prompts": [prompt, prompt]}, headers=AUTH)
+
+    values = _families(client.get("/metrics").text)
+    assert values[("mgpo_run_info", (("run", "r1"), ("status", "running")))] == 1.0
+    assert values[("mgpo_queue_depth", (("run", "r1"), ("stream", "prompts")))] == 2.0
+    assert values[("mgpo_actors", (("run", "r1"), ("state", "running")))] == 1.0
+    assert values[("mgpo_actors", (("run", "r1"), ("state", "joining")))] == 1.0
+    assert values[("mgpo_actors", (("run", "r1"), ("state", "desired")))] == 1.0
+    assert values[("mgpo_run_paused", (("run", "r1"),))] == 1.0
+    assert values[("mgpo_run_policy_version", (("run", "r1"),))] == 3.0
+
+    learner = LearnerMetrics("r1", CollectorRegistry())
+    target = serve_metrics(learner.registry, client.redis, "r1", "learner", "learner")
+    learner.observe_sync({"sync_seconds": 0.25, "sync_bytes": 1000.0})
+    (group,) = client.get("/metrics/targets").json()
+    assert group == {"targets": [target], "labels": {"run": "r1", "role": "learner", "member": "learner"}}
+    import urllib.request
+
+    scraped = _families(urllib.request.urlopen(f"http://{target}/metrics", timeout=5).read().decode())
+    assert scraped[("mgpo_weight_sync_bytes_total", (("run", "r1"),))] == 1000.0
+    assert scraped[("mgpo_weight_sync_seconds_count", (("run", "r1"),))] == 1.0
+
+
+def test_a_driver_that_fails_at_start_is_reported_failed_with_its_error(client, tmp_path):
+    config = {"name": "doomed", "model": {"path": str(tmp_path / "no-model")}}
+    created = client.post("/runs", json={"config": config}, headers=AUTH)
+    assert created.status_code == 201 and created.json()["status"] == "created"
+    deadline = time.monotonic() + 120
+    while (view := client.get("/runs/doomed").json())["status"] == "created" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert view["status"] == "failed"
+    assert "no config.json there" in view["error"]
+    again = client.post("/runs", json={"config": config}, headers=AUTH)
+    assert again.status_code == 409 and "exists" in again.json()["detail"]
