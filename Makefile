@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= out/demo
 
-.PHONY: venv test demo lint clean
+SYSTEM_STAMP := $(VENV)/.system
+# Debian packages the tests drive: Chromium (rollout viewer test) and promtool (alert rules).
+SYSTEM_PACKAGES := chromium prometheus
+
+.PHONY: venv system test demo lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,11 +23,22 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+$(SYSTEM_STAMP): $(STAMP)
+	@if command -v chromium >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); \
+	elif command -v sudo >/dev/null; then \
+		sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); \
+	else echo "warning: cannot install $(SYSTEM_PACKAGES) (no root, no sudo): their tests will skip (fail under CI=true)"; fi
+	touch $(SYSTEM_STAMP)
+
+system: $(SYSTEM_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP)
+test: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 

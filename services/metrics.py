@@ -290,3 +290,19 @@ class RunsCollector(Collector):
             paused.add_metric([run.name], run.state.get("paused", 0))
             version.add_metric([run.name], run.state.get("version", 0))
         yield from (info, depth, pending, actors, paused, version)
+
+
+def exported_names() -> set[str]:
+    """Every sample name the processes export (what dashboards and alert rules may reference)."""
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("_sum", "_count"),
+    }
+    registry = CollectorRegistry()
+    RolloutMetrics("x", registry)
+    LearnerMetrics("x", registry)
+    registry.register(RunsCollector(lambda: []))
+    return {
+        family.name + suffix for family in registry.collect() for suffix in suffixes.get(family.type, ("",))
+    }

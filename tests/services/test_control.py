@@ -65,7 +65,7 @@ def _png(size=(64, 48), color=(200, 30, 30)) -> bytes:
 
 
 MUTATIONS = [
-    ("post", "/runs", {"config": {"name": "x"}}),
+    ("post", "/runs", {"config": {"rollout": {"n": 1}}}),  # invalid: no driver starts
     ("post", "/runs/r1/pause", None),
     ("post", "/runs/r1/resume", None),
     ("post", "/runs/r1/stop", None),
