@@ -221,6 +221,8 @@ class RolloutWorker:
             self.engine.load_weights(path, version)
             self._set_state("idle")
             self._stats.policy_version = version
+            if self.metrics is not None:
+                self.metrics.version.labels(self.spec.run).set(version)
         return self.engine.version
 
     def receive_weights(self, address: list, rank: int, plan: list, version: int) -> int:
@@ -232,6 +234,8 @@ class RolloutWorker:
             finally:
                 self._set_state("idle")
             self._stats.policy_version = version
+            if self.metrics is not None:
+                self.metrics.version.labels(self.spec.run).set(version)
         return self.engine.version
 
     def health(self) -> dict[str, object]:
