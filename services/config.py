@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mgpo.resize import FACTOR
 from mgpo.templates import Mode
+from services.autoscale import AutoscaleConfig
 
 
 class ConfigError(ValueError):
@@ -149,6 +150,7 @@ class RunConfig(_Section):
     queue: QueueConfig = QueueConfig()
     data: DataConfig = DataConfig()
     metrics: MetricsConfig = MetricsConfig()
+    autoscale: AutoscaleConfig = AutoscaleConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -168,6 +170,9 @@ class ServeConfig(_Section):
     ray_address: str | None = Field(None, description="None: each run starts a local Ray; 'auto': join one")
     auth_reads: bool = Field(False, description="True: GET endpoints need the bearer token too")
     max_upload_mb: int = Field(32, ge=1, le=1024, description="largest request body accepted")
+    autoscale_interval_s: float = Field(
+        15.0, gt=0.0, description="how often runs' actor counts are revisited"
+    )
     dataset_roots: tuple[str, ...] = Field(
         (".",), description="POST /runs/{name}/datasets reads only folders under these"
     )

@@ -7,11 +7,13 @@ token (services.auth); reads need it only with `auth_reads`. Bad input is a 4xx 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +31,7 @@ from mgpo.data.dataset import open_store, read_prompts
 from mgpo.images import ImageError, ImageStore
 from mgpo.records import PromptRecord, RecordError, TaskKind
 from services import auth
+from services.autoscale import Autoscaler
 from services.config import ConfigError, RunConfig, ServeConfig, parse_config
 from services.launcher import launch_driver
 from services.metrics import RunsCollector, discovery
@@ -107,6 +110,8 @@ class RunOut(BaseModel):
     queue: dict[str, int]
     actors: dict[str, int]
     last_step: dict[str, Any] | None = None
+    wait_share: float | None = None
+    autoscale: str | None = Field(None, description="the autoscaler's last decision and why")
 
 
 class Accepted(BaseModel):
@@ -118,18 +123,33 @@ class Accepted(BaseModel):
 
 
 def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
+    runs = Runs(client)
+    autoscaler = Autoscaler(runs, settings.autoscale_interval_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        autoscaler.start()
+        yield
+        autoscaler.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="MGPO control plane",
         version="0.1.0",
         description="Runs, actors, prompts, trajectories and metrics of MGPO training.",
     )
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
-    runs = Runs(client)
     drivers: dict[str, subprocess.Popen[bytes]] = {}  # the drivers this process started (reaped on reads)
     state_dir = Path(settings.state_dir).resolve()
     registry = CollectorRegistry()
     registry.register(RunsCollector(lambda: [_reaped(runs, drivers, v) for v in runs.views()]))
     limit = settings.max_upload_mb << 20
+
+    def out(view: RunView) -> RunOut:
+        decision = autoscaler.decisions.get(view.name)
+        return _out(view).model_copy(
+            update={"autoscale": f"{decision[0]}: {decision[1]}" if decision else None}
+        )
 
     def read_access(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(auth.bearer)],
@@ -190,7 +210,7 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
 
     @app.get("/runs", tags=["runs"], dependencies=read)
     def list_runs() -> list[RunOut]:
-        return [_out(_reaped(runs, drivers, v)) for v in runs.views()]
+        return [out(_reaped(runs, drivers, v)) for v in runs.views()]
 
     @app.post("/runs", tags=["runs"], status_code=status.HTTP_201_CREATED, dependencies=write)
     def create_run(body: RunCreate) -> RunOut:
@@ -202,11 +222,11 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
             )
         drivers[config.name] = _launch(config, resume=False)
         runs.set(config.name, driver_pid=drivers[config.name].pid)
-        return _out(run_or_404(config.name))
+        return out(run_or_404(config.name))
 
     @app.get("/runs/{name}", tags=["runs"], dependencies=read)
     def get_run(name: str) -> RunOut:
-        return _out(run_or_404(name))
+        return out(run_or_404(name))
 
     @app.post("/runs/{name}/pause", tags=["runs"], status_code=202, dependencies=write)
     def pause_run(name: str) -> Accepted:
@@ -244,7 +264,7 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
     def scale_run(name: str, body: Scale) -> RunOut:
         live_or_409(name)
         RunState(client, name).set(desired_actors=body.actors)
-        return _out(run_or_404(name))
+        return out(run_or_404(name))
 
     # ---- data ---------------------------------------------------------------------------------------
 
@@ -412,6 +432,7 @@ def _out(view: RunView) -> RunOut:
         queue=view.queue,
         actors=view.actors,
         last_step=last,
+        wait_share=view.wait_share,
     )
 
 

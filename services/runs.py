@@ -43,6 +43,7 @@ class RunView:
     driver_host: str
     error: str
     created: float
+    wait_share: float | None = None  # the learner's recent share of time waiting for groups
     state: dict[str, int] = field(default_factory=dict)
     queue: dict[str, int] = field(default_factory=dict)
     actors: dict[str, int] = field(default_factory=dict)
@@ -108,6 +109,7 @@ class Runs:
             driver_host=meta.get("driver_host", ""),
             error=meta.get("error", ""),
             created=float(meta.get("created", 0.0)),
+            wait_share=float(meta["learner_wait_share"]) if "learner_wait_share" in meta else None,
             state=state._asdict(),
             queue=Queue(self.client, name, "control").depth(),
             actors=counts,

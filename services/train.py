@@ -31,6 +31,7 @@ from learner.service import LearnerSpec, start_learner
 from mgpo.data.dataset import read_prompts
 from mgpo.loss import LossConfig
 from mgpo.resize import PixelBudget
+from services.autoscale import wait_share_average
 from services.config import RunConfig
 from services.metrics import unregister
 from services.metrics_log import MetricsLog
@@ -63,6 +64,7 @@ class Trainer:
         self._feeder: threading.Thread | None = None
         self._feeder_done = threading.Event()
         self._started_ray = False
+        self._wait_share: float | None = None  # for the autoscaler (services.autoscale)
         self.totals = {
             "wait": 0.0,
             "step": 0.0,
@@ -526,6 +528,8 @@ class Trainer:
         self._last_sync = stats
 
     def _log_step(self, version: int, stats: dict[str, float]) -> None:
+        self._wait_share = wait_share_average(self._wait_share, stats["wait_seconds"], stats["step_seconds"])
+        self.registry.set(self.config.name, learner_wait_share=self._wait_share)
         self.totals["wait"] += stats["wait_seconds"]
         self.totals["step"] += stats["step_seconds"]
         self.totals["groups"] += stats["groups"]
