@@ -255,7 +255,9 @@ class RolloutWorker:
         self.engine.close()
 
 
-def start_rollout_actor(spec: ActorSpec, num_cpus: float = 1.0, num_gpus: float = 0.0) -> object:
+def start_rollout_actor(
+    spec: ActorSpec, num_cpus: float = 1.0, num_gpus: float = 0.0, resources: dict[str, float] | None = None
+) -> object:
     """A Ray actor running a RolloutWorker; threaded so control calls are served while it pulls.
 
     `num_cpus` is a logical reservation: the driver starts Ray with enough logical CPUs for every actor and
@@ -263,5 +265,7 @@ def start_rollout_actor(spec: ActorSpec, num_cpus: float = 1.0, num_gpus: float 
     """
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=4)(RolloutWorker)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or {}, max_concurrency=4)(
+        RolloutWorker
+    )
     return remote.options(name=spec.name).remote(spec)

@@ -326,10 +326,16 @@ def _count_lines(path: Path) -> int:
 
 
 def start_learner(
-    spec: LearnerSpec, incarnation: int = 0, num_cpus: float = 1.0, num_gpus: float = 0.0
+    spec: LearnerSpec,
+    incarnation: int = 0,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    resources: dict[str, float] | None = None,
 ) -> object:
     """The learner as a Ray actor; each restart is a new `incarnation` (Ray frees a dead actor's name late)."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=1)(Learner)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or {}, max_concurrency=1)(
+        Learner
+    )
     return remote.options(name=f"{spec.run}-learner-{incarnation}").remote(spec)

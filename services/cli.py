@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     import uvicorn
@@ -299,10 +300,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services.redis_server import persistent_server
 
     settings = load_serve_config(args.config)
-    redis_url = settings.redis_url or persistent_server(Path(settings.state_dir) / "redis")
+    redis_url = (
+        settings.redis_url
+        or os.environ.get("MGPO_REDIS_URL")  # a password from a Secret stays out of files
+        or persistent_server(Path(settings.state_dir) / "redis")
+    )
     if configured_token() is None:
         print("mgpo serve: no MGPO_API_TOKEN / MGPO_API_TOKEN_FILE: every mutating request will be refused")
-    print(f"mgpo serve: Redis {redis_url}, runs in {Path(settings.state_dir).resolve()}")
+    shown = redis_url.split("@")[-1]  # never print a password
+    print(f"mgpo serve: Redis {shown}, runs in {Path(settings.state_dir).resolve()}")
     print(
         f"mgpo serve: API docs http://{args.host}:{args.port}/docs, viewer http://{args.host}:{args.port}/viewer"
     )

@@ -59,6 +59,10 @@ class RolloutConfig(_Section):
     max_pixels: int = Field(1280 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
     actors: int = Field(1, ge=1, description="rollout actors at start (more can join later)")
     gpus_per_actor: float = Field(0.0, ge=0.0, description="Ray GPUs each rollout actor reserves (0 on CPU)")
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each actor needs (pins actors to a worker group)",
+    )
     batch_prompts: int = Field(4, ge=1)
 
     @model_validator(mode="after")
@@ -89,6 +93,9 @@ class LearnerConfig(_Section):
     )
     checkpoint_every: int = Field(50, ge=1)
     gpus: float = Field(0.0, ge=0.0, description="Ray GPUs the learner reserves (0 on CPU)")
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources the learner needs (pins it to a worker group)"
+    )
     keep_checkpoints: int = Field(2, ge=1)
     sync_timeout_s: float = Field(120.0, gt=0.0, description="a broadcast member silent this long is dropped")
     bucket_mb: int = Field(64, ge=1, description="weight broadcast bucket size")

@@ -214,13 +214,13 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
 
     @app.post("/runs", tags=["runs"], status_code=status.HTTP_201_CREATED, dependencies=write)
     def create_run(body: RunCreate) -> RunOut:
-        config = _run_config(body.config, settings, state_dir, redis_url)
+        config = _run_config(body.config, settings, state_dir)
         if not runs.register(config.name, config.model_dump(mode="json"), str(config.run_dir)):
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
                 f"a run named {config.name!r} exists: choose another name, or POST /runs/{config.name}/resume",
             )
-        drivers[config.name] = _launch(config, resume=False)
+        drivers[config.name] = _launch(config, resume=False, redis_url=redis_url)
         runs.set(config.name, driver_pid=drivers[config.name].pid)
         return out(run_or_404(config.name))
 
@@ -244,7 +244,7 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
         config = parse_config(view.config, f"run {name} config")
         RunState(client, name).set(paused=0, stop=0)
         runs.set(name, status="created", error="")
-        drivers[name] = _launch(config, resume=True)
+        drivers[name] = _launch(config, resume=True, redis_url=redis_url)
         runs.set(name, driver_pid=drivers[name].pid)
         return Accepted(run=name, detail="restarting the driver from the latest checkpoint")
 
@@ -371,13 +371,10 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
 # ---- helpers --------------------------------------------------------------------------------------------
 
 
-def _run_config(raw: dict[str, Any], settings: ServeConfig, state_dir: Path, redis_url: str) -> RunConfig:
-    """The posted config, placed on this control plane's Redis, Ray and state folder."""
+def _run_config(raw: dict[str, Any], settings: ServeConfig, state_dir: Path) -> RunConfig:
+    """The posted config, placed on this control plane's Ray and state folder (and Redis: see `_launch`)."""
     raw = dict(raw)
     raw["output_dir"] = str(state_dir)
-    queue = raw.get("queue", {})
-    if isinstance(queue, dict):  # anything else: parse_config says what is wrong with it
-        raw["queue"] = {**queue, "redis_url": redis_url}
     if settings.ray_address is not None and "ray_address" not in raw:
         raw["ray_address"] = settings.ray_address
     try:
@@ -387,11 +384,12 @@ def _run_config(raw: dict[str, Any], settings: ServeConfig, state_dir: Path, red
     return config
 
 
-def _launch(config: RunConfig, resume: bool) -> subprocess.Popen[bytes]:
+def _launch(config: RunConfig, resume: bool, redis_url: str) -> subprocess.Popen[bytes]:
+    """The driver gets this control plane's Redis in its environment (a password stays out of files)."""
     config.run_dir.mkdir(parents=True, exist_ok=True)
     path = config.run_dir / "request.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return launch_driver(path, config.run_dir, resume)
+    return launch_driver(path, config.run_dir, resume, {"MGPO_REDIS_URL": redis_url})
 
 
 def _reaped(runs: Runs, drivers: dict[str, subprocess.Popen[bytes]], view: RunView) -> RunView:

@@ -95,11 +95,12 @@ class Trainer:
         (self.run_dir / "config.yaml").write_text(
             yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         )
-        if cfg.queue.redis_url is None:
+        url = cfg.queue.redis_url or os.environ.get("MGPO_REDIS_URL")  # the env keeps a password out of files
+        if url is None:
             self.redis_server = RedisServer(data_dir=self.run_dir / "redis").start()
             self.redis_url = self.redis_server.url
         else:
-            self.redis_url = cfg.queue.redis_url
+            self.redis_url = url
         client = redis.Redis.from_url(self.redis_url)
         # registered first, so the control plane sees this run (and why it failed) from the start
         self.registry = Runs(client)
@@ -296,7 +297,9 @@ class Trainer:
         weights = ray.get(self.learner.snapshot.remote())[0] if version > 0 else None
         name = f"{self.config.name}-actor-{self._actor_count}"
         handle = start_rollout_actor(
-            self._actor_spec(name, weights, version), num_gpus=self.config.rollout.gpus_per_actor
+            self._actor_spec(name, weights, version),
+            num_gpus=self.config.rollout.gpus_per_actor,
+            resources=self.config.rollout.ray_resources,
         )
         self._actor_count += 1
         self.joining[name] = (handle, handle.health.remote())
@@ -351,7 +354,14 @@ class Trainer:
         states.update({n: "leaving" for n in self.leaving})
         self.registry.set_actors(self.config.name, states)
         (self.run_dir / "processes.json").write_text(
-            json.dumps({"redis_url": self.redis_url, "pids": self.pids, "members": sorted(self.members)})
+            json.dumps(
+                {
+                    # a private server's URL only: a configured one may carry a password
+                    "redis_url": self.redis_url if self.redis_server is not None else None,
+                    "pids": self.pids,
+                    "members": sorted(self.members),
+                }
+            )
         )
 
     # ---- weights --------------------------------------------------------------------------------------
@@ -411,7 +421,10 @@ class Trainer:
         import ray
 
         self.learner = start_learner(
-            self._learner_spec(resume), incarnation=self._learner_starts, num_gpus=self.config.learner.gpus
+            self._learner_spec(resume),
+            incarnation=self._learner_starts,
+            num_gpus=self.config.learner.gpus,
+            resources=self.config.learner.ray_resources,
         )
         self._learner_starts += 1
         info = ray.get(self.learner.info.remote())
@@ -625,7 +638,11 @@ def run_state_of(config: RunConfig) -> RunState:
     path = config.run_dir / "processes.json"
     if not path.exists():
         raise FileNotFoundError(f"no running run at {config.run_dir} (processes.json is missing)")
-    url = config.queue.redis_url or json.loads(path.read_text())["redis_url"]
+    url = (
+        config.queue.redis_url
+        or os.environ.get("MGPO_REDIS_URL")
+        or json.loads(path.read_text())["redis_url"]
+    )
     return RunState(redis.Redis.from_url(url), config.name)
 
 
