@@ -177,6 +177,9 @@ class ServeConfig(_Section):
     ray_address: str | None = Field(None, description="None: each run starts a local Ray; 'auto': join one")
     auth_reads: bool = Field(False, description="True: GET endpoints need the bearer token too")
     max_upload_mb: int = Field(32, ge=1, le=1024, description="largest request body accepted")
+    run_defaults: str | None = Field(
+        None, description="a run config YAML that posted configs are merged over"
+    )
     autoscale_interval_s: float = Field(
         15.0, gt=0.0, description="how often runs' actor counts are revisited"
     )

@@ -373,6 +373,9 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
 
 def _run_config(raw: dict[str, Any], settings: ServeConfig, state_dir: Path) -> RunConfig:
     """The posted config, placed on this control plane's Ray and state folder (and Redis: see `_launch`)."""
+    if settings.run_defaults is not None:
+        defaults = yaml.safe_load(Path(settings.run_defaults).read_text()) or {}
+        raw = _merge(defaults, raw)
     raw = dict(raw)
     raw["output_dir"] = str(state_dir)
     if settings.ray_address is not None and "ray_address" not in raw:
@@ -382,6 +385,15 @@ def _run_config(raw: dict[str, Any], settings: ServeConfig, state_dir: Path) -> 
     except ConfigError as err:
         raise HTTPException(422, str(err)) from err
     return config
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` wins; mappings are merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
 
 
 def _launch(config: RunConfig, resume: bool, redis_url: str) -> subprocess.Popen[bytes]:
