@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= out/demo
 
 SYSTEM_STAMP := $(VENV)/.system
+# checkov lives in its own venv: its pins (packaging, networkx, ...) conflict with the project's.
+CHECKOV := .venv-checkov/bin/checkov
 # Debian packages the tests drive: Chromium (rollout viewer test) and promtool (alert rules).
 SYSTEM_PACKAGES := chromium prometheus
 
@@ -34,11 +36,16 @@ $(SYSTEM_STAMP): $(STAMP)
 
 system: $(SYSTEM_STAMP)
 
+$(CHECKOV):
+	test -x .venv-checkov/bin/python || $(PY) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q --upgrade pip
+	.venv-checkov/bin/pip install -q "checkov>=3.2,<4"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) $(SYSTEM_STAMP)
+test: $(STAMP) $(SYSTEM_STAMP) $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 
@@ -46,4 +53,4 @@ demo: $(STAMP)
 	$(BIN)/mgpo train --config configs/demo-cpu.yaml --fresh
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov out .pytest_cache .ruff_cache
