@@ -352,3 +352,16 @@ def test_a_driver_that_fails_at_start_is_reported_failed_with_its_error(client, 
     assert "no config.json there" in view["error"]
     again = client.post("/runs", json={"config": config}, headers=AUTH)
     assert again.status_code == 409 and "exists" in again.json()["detail"]
+
+
+def test_posted_configs_are_merged_over_the_run_defaults(redis_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MGPO_API_TOKEN", TOKEN)
+    defaults = tmp_path / "run.yaml"
+    defaults.write_text("rollout: {n: 1, engine: hf}\nlearner: {lr: 0.001}\n")
+    settings = ServeConfig(state_dir=str(tmp_path), run_defaults=str(defaults))
+    with TestClient(create_app(settings, redis_server.url)) as c:
+        response = c.post("/runs", json={"config": {"learner": {"lr": "x"}}}, headers=AUTH)
+    detail = response.json()["detail"]
+    assert response.status_code == 422
+    assert "rollout.n" in detail  # from the defaults
+    assert "learner.lr" in detail and "'x'" in detail  # the posted value replaced the default's
