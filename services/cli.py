@@ -275,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("--off", action="store_true", help="un-pause")
     pause.set_defaults(func=cmd_pause)
 
+    sft = commands.add_parser(
+        "sft", help="cold start: teach grounding and recognition (never the combined task) by SFT"
+    )
+    sft.add_argument("--config", required=True, help="SFT config YAML (configs/cold-start.yaml)")
+    sft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    sft.set_defaults(func=cmd_sft)
+
     serve = commands.add_parser("serve", help="the control plane: HTTP API, /metrics, the rollout viewer")
     serve.add_argument("--config", default=None, help="serve config YAML (default: built-in defaults)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
@@ -286,6 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    import yaml
+
+    from learner.sft import run_sft
+    from services.config import ConfigError, SFTConfig
+
+    try:
+        config = SFTConfig.model_validate(yaml.safe_load(open(args.config)) or {})
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {args.config}: {err}") from err
+    except ValueError as err:
+        raise ConfigError(f"{args.config}: {err}") from err
+    print(json.dumps(run_sft(config, resume=args.resume), indent=2))
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -188,6 +188,57 @@ class ServeConfig(_Section):
     )
 
 
+class SFTDataConfig(_Section):
+    """Synthetic splits for the cold start: images are generated from (seed, index); tags give the examples."""
+
+    train_seed: int = 100
+    train_n: int = Field(256, ge=1, description="training images (each gives 2 examples per tag)")
+    eval_seed: int = 200
+    eval_n: int = Field(16, ge=1)
+    kinds: tuple[Literal["glyph", "stripes", "dots"], ...] = ("stripes", "dots")
+    options: int = Field(4, ge=2, le=5)
+
+
+class SFTConfig(_Section):
+    """`mgpo sft`: grounding and recognition skills, never the combined task (mgpo.cold_start)."""
+
+    name: str = Field("sft", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    output_dir: str = "runs"
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    data: SFTDataConfig = SFTDataConfig()
+    min_pixels: int = Field(64 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
+    max_pixels: int = Field(256 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
+    steps: int = Field(300, ge=1)
+    batch: int = Field(8, ge=1, description="examples per optimizer step (skills mixed)")
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    min_side: float = Field(
+        40.0, gt=28.0, description="taught boxes' least side in input pixels (MGPO: > 28)"
+    )
+    close_up_scale: tuple[float, float] = Field(
+        (1.8, 3.2), description="close-up side / tag side, drawn uniformly"
+    )
+    eval_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    @model_validator(mode="after")
+    def _checks(self) -> SFTConfig:
+        if self.model.warmup_steps:
+            raise ValueError(
+                "model.warmup_steps is the RL run's format warm start; the cold start replaces it"
+            )
+        if not 1.0 <= self.close_up_scale[0] <= self.close_up_scale[1]:
+            raise ValueError(f"close_up_scale must be 1 <= low <= high, got {self.close_up_scale}")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        return self
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -24,6 +25,7 @@ STRIPES = ("horizontal", "vertical", "diagonal rising", "diagonal falling")
 DOT_COUNTS = ("1", "2", "3", "4", "5")
 TARGET_FRAME = (230, 20, 20)
 DISTRACTOR_FRAMES = ((20, 90, 230), (20, 170, 60), (230, 170, 20), (140, 40, 200))
+FRAME_NAMES = ("red", "blue", "green", "orange", "purple")  # TARGET_FRAME, then DISTRACTOR_FRAMES
 KINDS = ("glyph", "stripes", "dots")
 QUESTIONS = {
     "glyph": "What character is printed on the tag with the red frame?",
@@ -70,6 +72,13 @@ class SynthSample:
     target_box: Box | None
     category: str
     points: tuple[tuple[float, float], ...] = ()
+    tags: tuple[Tag, ...] = ()  # every tag drawn (multiple choice): for the cold-start skills, never for RL
+
+
+class Tag(NamedTuple):
+    frame: str  # colour name, FRAME_NAMES
+    box: Box  # original pixels
+    value: str  # what its detail shows
 
 
 def _rng(seed: int, index: int, salt: int) -> np.random.Generator:
@@ -186,6 +195,7 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
     target_box = _place(width, height, knobs.tag_size, taken, rng)
     taken.append(target_box)
     image.paste(tag_image(kind, answer_value, TARGET_FRAME, knobs), (int(target_box.x1), int(target_box.y1)))
+    tags = [Tag(FRAME_NAMES[0], target_box, answer_value)]
     # Distractors carry the wrong options first, so cropping the wrong tag gives a wrong answer.
     for d in range(knobs.distractors):
         value = picked[1 + d % (n_options - 1)] if n_options > 1 else answer_value
@@ -193,10 +203,11 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
         box = _place(width, height, knobs.tag_size, taken, rng)
         taken.append(box)
         image.paste(tag_image(kind, value, frame, knobs), (int(box.x1), int(box.y1)))
+        tags.append(Tag(FRAME_NAMES[1 + d % len(DISTRACTOR_FRAMES)], box, value))
     order = rng.permutation(n_options)
     choices = tuple(picked[i] for i in order)
     answer = LETTERS[int(np.where(order == 0)[0][0])]
-    return SynthSample((image,), QUESTIONS[kind], choices, answer, target_box, kind)
+    return SynthSample((image,), QUESTIONS[kind], choices, answer, target_box, kind, tags=tuple(tags))
 
 
 def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:

@@ -1,0 +1,119 @@
+"""The cold-start skills a real base model brings from pre-training, taught to the tiny model by SFT.
+
+Two skills, each on its own prompt, never the combined task:
+- grounding: the whole (shrunk) image and a description ("the tag with the blue frame") -> a box around that
+  tag, in the input image's pixels, as MGPO's JSON. Every tag of an image is asked for, the red one no more
+  often than the others, and no question is in the prompt;
+- recognition: a close-up of one tag (cut from the original, as a crop would be) and a question about it ->
+  the letter of the right option in \\boxed{}.
+What RL must discover is the link: for THIS question, ground the red tag, then answer from the crop. No
+example shows a question together with a box, and no answer is ever supervised with the whole image.
+
+A box must have sides over 28 input pixels to be valid (MGPO's rule), and a tag is ~14 input pixels at the
+default budget, so the taught box is the tag's box grown to `min_side` input pixels around its centre.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import NamedTuple
+
+from PIL import Image
+
+from mgpo.boxes import Box
+from mgpo.crop import render_view
+from mgpo.data.synth import QUESTIONS, SynthSample, Tag
+from mgpo.resize import PixelBudget, input_size
+from mgpo.templates import IM_END, LETTERS, format_choices, single_prompt
+
+GROUNDING_SYSTEM = "You locate objects in images."
+GROUNDING_PROMPT = (
+    "Where is the tag with the {frame} frame? Reply with a box around it as JSON:\n"
+    '```json\n[{{"bbox_2d": [x1, y1, x2, y2], "label": "tag"}}]\n```'
+)
+RECOGNITION_SYSTEM = "You answer questions about close-up images."
+RECOGNITION_PROMPT = (
+    "This is a close-up.\nQuestion: {question}\nOptions:\n{choices}\n"
+    "Put the letter of the right option in \\boxed{{}}."
+)
+
+
+class Example(NamedTuple):
+    """One supervised example: the prompt text (with image placeholders), its images, the reply text."""
+
+    skill: str  # "grounding" | "recognition"
+    prompt: str
+    images: tuple[Image.Image, ...]
+    reply: str
+    target: str  # what is right: the taught box's JSON (grounding) or the option letter (recognition)
+
+
+def around(box: Box, min_side: float, bounds: tuple[float, float]) -> Box:
+    """`box` grown to at least `min_side` per side around its centre, shifted to stay inside `bounds`."""
+    width, height = bounds
+    w, h = max(box.width, min_side), max(box.height, min_side)
+    cx, cy = (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
+    x1 = min(max(0.0, cx - w / 2), width - w)
+    y1 = min(max(0.0, cy - h / 2), height - h)
+    return Box(x1, y1, x1 + w, y1 + h)
+
+
+def taught_box(tag: Tag, original_size: tuple[int, int], budget: PixelBudget, min_side: float) -> Box:
+    """The box a grounding example teaches for `tag`: integer input pixels, sides >= `min_side`."""
+    w_in, h_in = input_size(*original_size, budget)
+    sx, sy = w_in / original_size[0], h_in / original_size[1]
+    scaled = Box(tag.box.x1 * sx, tag.box.y1 * sy, tag.box.x2 * sx, tag.box.y2 * sy)
+    grown = around(scaled, min_side, (w_in, h_in))
+    return Box(*(float(round(v)) for v in grown))
+
+
+def box_json(box: Box, label: str = "tag") -> str:
+    return f'```json\n[{{"bbox_2d": [{box.x1:.0f}, {box.y1:.0f}, {box.x2:.0f}, {box.y2:.0f}], "label": "{label}"}}]\n```'
+
+
+def grounding_example(sample: SynthSample, tag: Tag, budget: PixelBudget, min_side: float) -> Example:
+    original = sample.images[0]
+    box = taught_box(tag, original.size, budget, min_side)
+    prompt = single_prompt(GROUNDING_PROMPT.format(frame=tag.frame), 1, GROUNDING_SYSTEM)
+    reply = box_json(box) + IM_END
+    return Example("grounding", prompt, (render_view(original, None, budget),), reply, box_json(box))
+
+
+def question_about(sample: SynthSample, tag: Tag) -> str:
+    """The sample's question, asked about `tag` (the questions name the red frame)."""
+    return QUESTIONS[sample.category].replace("red frame", f"{tag.frame} frame")
+
+
+def close_up_region(tag: Tag, original_size: tuple[int, int], scale: float, rng: random.Random) -> Box:
+    """A region around `tag` as a crop would cut it: `scale` times its side, the tag off-centre a little."""
+    side = tag.box.width * scale
+    slack = (side - tag.box.width) / 2
+    cx = (tag.box.x1 + tag.box.x2) / 2 + rng.uniform(-0.5, 0.5) * slack
+    cy = (tag.box.y1 + tag.box.y2) / 2 + rng.uniform(-0.5, 0.5) * slack
+    region = around(Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), side, original_size)
+    return Box(*(float(int(v)) for v in region))
+
+
+def recognition_example(
+    sample: SynthSample, tag: Tag, budget: PixelBudget, scale: float, rng: random.Random
+) -> Example:
+    original = sample.images[0]
+    region = close_up_region(tag, original.size, scale, rng)
+    letter = LETTERS[sample.choices.index(tag.value)]
+    text = RECOGNITION_PROMPT.format(
+        question=question_about(sample, tag), choices=format_choices(sample.choices)
+    )
+    prompt = single_prompt(text, 1, RECOGNITION_SYSTEM)
+    reply = f"\\boxed{{{letter}}}{IM_END}"
+    return Example("recognition", prompt, (render_view(original, region, budget),), reply, letter)
+
+
+def skill_examples(
+    sample: SynthSample, budget: PixelBudget, min_side: float, scale: tuple[float, float], rng: random.Random
+) -> list[Example]:
+    """Both skills on every tag of one multiple-choice sample."""
+    out = []
+    for tag in sample.tags:
+        out.append(grounding_example(sample, tag, budget, min_side))
+        out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng))
+    return out

@@ -1,0 +1,76 @@
+"""The cold-start examples: each skill on its own prompt, never a question answered together with a box."""
+
+import random
+
+import pytest
+
+from mgpo.boxes import Box, check_box, parse_box
+from mgpo.cold_start import (
+    around,
+    close_up_region,
+    grounding_example,
+    recognition_example,
+    skill_examples,
+    taught_box,
+)
+from mgpo.data.synth import QUESTIONS, SynthKnobs, synth_choice_sample
+from mgpo.resize import FACTOR, PixelBudget, input_size
+from mgpo.templates import IM_END
+
+BUDGET = PixelBudget(64 * FACTOR * FACTOR, 256 * FACTOR * FACTOR)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return synth_choice_sample(3, 1, SynthKnobs(kinds=("stripes",)))
+
+
+def test_every_tag_is_recorded_with_its_frame_box_and_value(sample):
+    assert [t.frame for t in sample.tags] == ["red", "blue", "green", "orange"]
+    assert sample.tags[0].box == sample.target_box
+    assert {t.value for t in sample.tags} <= set(sample.choices)
+    assert sample.tags[0].value == sample.choices["ABCD".index(sample.answer)]
+
+
+def test_the_taught_box_contains_the_tag_and_is_a_valid_mgpo_box(sample):
+    size_in = input_size(*sample.images[0].size, BUDGET)
+    sx = size_in[0] / sample.images[0].width
+    for tag in sample.tags:
+        box = taught_box(tag, sample.images[0].size, BUDGET, 40)
+        assert check_box(box, size_in).valid
+        assert box.width >= 40 and box.height >= 40
+        assert box.x1 <= tag.box.x1 * sx + 1 and tag.box.x2 * sx - 1 <= box.x2
+
+
+def test_around_grows_a_box_and_keeps_it_inside():
+    assert around(Box(0, 0, 10, 10), 40, (100, 100)) == Box(0, 0, 40, 40)
+    assert around(Box(45, 45, 55, 55), 40, (100, 100)) == Box(30, 30, 70, 70)
+    assert around(Box(95, 0, 100, 5), 40, (100, 100)) == Box(60, 0, 100, 40)
+
+
+def test_a_grounding_example_asks_for_a_described_tag_and_teaches_its_box(sample):
+    tag = sample.tags[2]
+    example = grounding_example(sample, tag, BUDGET, 40)
+    assert "the tag with the green frame" in example.prompt
+    assert all(q not in example.prompt for q in QUESTIONS.values())  # no question: not the combined task
+    size = example.images[0].size
+    assert parse_box(example.reply, size).box == taught_box(tag, sample.images[0].size, BUDGET, 40)
+    assert example.reply.endswith(IM_END)
+
+
+def test_a_recognition_example_shows_a_close_up_and_teaches_that_tags_letter(sample):
+    tag = sample.tags[1]
+    example = recognition_example(sample, tag, BUDGET, 2.5, random.Random(0))
+    assert "the tag with the blue frame" in example.prompt and "bbox_2d" not in example.prompt + example.reply
+    assert example.target == "ABCD"[sample.choices.index(tag.value)]
+    assert example.reply == f"\\boxed{{{example.target}}}{IM_END}"
+    region = close_up_region(tag, sample.images[0].size, 2.5, random.Random(0))
+    assert region.x1 <= tag.box.x1 and tag.box.x2 <= region.x2 and region.width == pytest.approx(160, abs=1)
+    assert min(example.images[0].size) >= 200  # enlarged to the budget: the detail is readable
+
+
+def test_skill_examples_cover_every_tag_with_both_skills(sample):
+    examples = skill_examples(sample, BUDGET, 40, (1.8, 3.2), random.Random(1))
+    assert [e.skill for e in examples] == ["grounding", "recognition"] * len(sample.tags)
+    red = [e for e in examples if "red frame" in e.prompt]
+    assert len(red) == 2  # the red tag no more often than the others
