@@ -32,13 +32,17 @@ from services.config import SFTConfig
 
 def build_examples(config: SFTConfig, seed: int, n: int, desc: str) -> list[Example]:
     """Both skills on every tag of `n` synthetic samples of the split `seed`."""
-    knobs = SynthKnobs(kinds=tuple(config.data.kinds), options=config.data.options)
+    knobs = SynthKnobs(
+        kinds=tuple(config.data.kinds),
+        options=config.data.options,
+        shuffle_options=config.data.shuffle_options,
+    )
     budget = PixelBudget(config.min_pixels, config.max_pixels)
     rng = random.Random(seed)
     out: list[Example] = []
     for index in tqdm(range(n), desc=desc, unit="image"):
         sample = synth_choice_sample(seed, index, knobs)
-        out += skill_examples(sample, budget, config.min_side, tuple(config.close_up_scale), rng)
+        out += skill_examples(sample, budget, config.box_cells, tuple(config.close_up_scale), rng)
     return out
 
 

@@ -10,7 +10,9 @@ What RL must discover is the link: for THIS question, ground the red tag, then a
 example shows a question together with a box, and no answer is ever supervised with the whole image.
 
 A box must have sides over 28 input pixels to be valid (MGPO's rule), and a tag is ~14 input pixels at the
-default budget, so the taught box is the tag's box grown to `min_side` input pixels around its centre.
+default budget, so the taught box is `cells` x `cells` cells of Qwen2.5-VL's 28-pixel merged-patch grid around
+the tag's centre: corners on multiples of 28 (one visual token per cell, so a small model can learn to name
+its position); a 2x2 box always contains a tag of up to 28 input pixels.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from PIL import Image
 from mgpo.boxes import Box
 from mgpo.crop import render_view
 from mgpo.data.synth import QUESTIONS, SynthSample, Tag
-from mgpo.resize import PixelBudget, input_size
+from mgpo.resize import FACTOR, PixelBudget, input_size
 from mgpo.templates import IM_END, LETTERS, format_choices, single_prompt
 
 GROUNDING_SYSTEM = "You locate objects in images."
@@ -34,6 +36,10 @@ GROUNDING_PROMPT = (
 RECOGNITION_SYSTEM = "You answer questions about close-up images."
 RECOGNITION_PROMPT = (
     "This is a close-up.\nQuestion: {question}\nOptions:\n{choices}\n"
+    "Put the letter of the right option in \\boxed{{}}."
+)
+RECOGNITION_IN_CONTEXT_PROMPT = (
+    "The second image is part of the first, enlarged.\nQuestion: {question}\nOptions:\n{choices}\n"
     "Put the letter of the right option in \\boxed{{}}."
 )
 
@@ -58,22 +64,28 @@ def around(box: Box, min_side: float, bounds: tuple[float, float]) -> Box:
     return Box(x1, y1, x1 + w, y1 + h)
 
 
-def taught_box(tag: Tag, original_size: tuple[int, int], budget: PixelBudget, min_side: float) -> Box:
-    """The box a grounding example teaches for `tag`: integer input pixels, sides >= `min_side`."""
+def taught_box(tag: Tag, original_size: tuple[int, int], budget: PixelBudget, cells: int = 2) -> Box:
+    """The box a grounding example teaches for `tag`: `cells` x `cells` grid cells of the input around it."""
     w_in, h_in = input_size(*original_size, budget)
-    sx, sy = w_in / original_size[0], h_in / original_size[1]
-    scaled = Box(tag.box.x1 * sx, tag.box.y1 * sy, tag.box.x2 * sx, tag.box.y2 * sy)
-    grown = around(scaled, min_side, (w_in, h_in))
-    return Box(*(float(round(v)) for v in grown))
+    side = cells * FACTOR
+
+    def start(centre: float, limit: int) -> float:
+        first = round(centre / FACTOR) - cells // 2 if cells % 2 == 0 else int(centre // FACTOR) - cells // 2
+        return float(min(max(0, first * FACTOR), limit - side))
+
+    cx = (tag.box.x1 + tag.box.x2) / 2 * w_in / original_size[0]
+    cy = (tag.box.y1 + tag.box.y2) / 2 * h_in / original_size[1]
+    x1, y1 = start(cx, w_in), start(cy, h_in)
+    return Box(x1, y1, x1 + side, y1 + side)
 
 
 def box_json(box: Box, label: str = "tag") -> str:
     return f'```json\n[{{"bbox_2d": [{box.x1:.0f}, {box.y1:.0f}, {box.x2:.0f}, {box.y2:.0f}], "label": "{label}"}}]\n```'
 
 
-def grounding_example(sample: SynthSample, tag: Tag, budget: PixelBudget, min_side: float) -> Example:
+def grounding_example(sample: SynthSample, tag: Tag, budget: PixelBudget, cells: int) -> Example:
     original = sample.images[0]
-    box = taught_box(tag, original.size, budget, min_side)
+    box = taught_box(tag, original.size, budget, cells)
     prompt = single_prompt(GROUNDING_PROMPT.format(frame=tag.frame), 1, GROUNDING_SYSTEM)
     reply = box_json(box) + IM_END
     return Example("grounding", prompt, (render_view(original, None, budget),), reply, box_json(box))
@@ -95,25 +107,32 @@ def close_up_region(tag: Tag, original_size: tuple[int, int], scale: float, rng:
 
 
 def recognition_example(
-    sample: SynthSample, tag: Tag, budget: PixelBudget, scale: float, rng: random.Random
+    sample: SynthSample,
+    tag: Tag,
+    budget: PixelBudget,
+    scale: float,
+    rng: random.Random,
+    in_context: bool = False,
 ) -> Example:
+    """A close-up of `tag` alone, or (`in_context`) after the whole shrunk image, and a question about it."""
     original = sample.images[0]
     region = close_up_region(tag, original.size, scale, rng)
     letter = LETTERS[sample.choices.index(tag.value)]
-    text = RECOGNITION_PROMPT.format(
-        question=question_about(sample, tag), choices=format_choices(sample.choices)
-    )
-    prompt = single_prompt(text, 1, RECOGNITION_SYSTEM)
-    reply = f"\\boxed{{{letter}}}{IM_END}"
-    return Example("recognition", prompt, (render_view(original, region, budget),), reply, letter)
+    template = RECOGNITION_IN_CONTEXT_PROMPT if in_context else RECOGNITION_PROMPT
+    text = template.format(question=question_about(sample, tag), choices=format_choices(sample.choices))
+    close_up = render_view(original, region, budget)
+    images = (render_view(original, None, budget), close_up) if in_context else (close_up,)
+    prompt = single_prompt(text, len(images), RECOGNITION_SYSTEM)
+    return Example("recognition", prompt, images, f"\\boxed{{{letter}}}{IM_END}", letter)
 
 
 def skill_examples(
-    sample: SynthSample, budget: PixelBudget, min_side: float, scale: tuple[float, float], rng: random.Random
+    sample: SynthSample, budget: PixelBudget, cells: int, scale: tuple[float, float], rng: random.Random
 ) -> list[Example]:
-    """Both skills on every tag of one multiple-choice sample."""
+    """Both skills on every tag of one multiple-choice sample (close-ups alone or in context, by chance)."""
     out = []
     for tag in sample.tags:
-        out.append(grounding_example(sample, tag, budget, min_side))
-        out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng))
+        out.append(grounding_example(sample, tag, budget, cells))
+        in_context = rng.random() < 0.5
+        out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng, in_context))
     return out

@@ -58,6 +58,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         distractors=args.distractors,
         clutter=args.clutter,
         options=args.options,
+        shuffle_options=not args.fixed_options,
+        kinds=tuple(args.kinds.split(",")),
     )
     start = time.perf_counter()
     out = write_synthetic(
@@ -220,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--clutter", type=int, default=150, help="background shapes per image")
     synth.add_argument("--options", type=int, default=4, help="choices per question (2-5)")
+    synth.add_argument("--kinds", default="glyph,stripes,dots", help="detail kinds, comma-separated")
+    synth.add_argument(
+        "--fixed-options", action="store_true", help="options in a fixed order (a letter means one value)"
+    )
     synth.set_defaults(func=cmd_data_synth)
 
     check = data.add_parser(

@@ -197,6 +197,7 @@ class SFTDataConfig(_Section):
     eval_n: int = Field(16, ge=1)
     kinds: tuple[Literal["glyph", "stripes", "dots"], ...] = ("stripes", "dots")
     options: int = Field(4, ge=2, le=5)
+    shuffle_options: bool = True
 
 
 class SFTConfig(_Section):
@@ -212,8 +213,8 @@ class SFTConfig(_Section):
     steps: int = Field(300, ge=1)
     batch: int = Field(8, ge=1, description="examples per optimizer step (skills mixed)")
     lr: float = Field(1e-3, gt=0.0, le=1.0)
-    min_side: float = Field(
-        40.0, gt=28.0, description="taught boxes' least side in input pixels (MGPO: > 28)"
+    box_cells: int = Field(
+        2, ge=2, le=8, description="taught boxes: cells of the 28-px grid a side (MGPO wants > 28 px)"
     )
     close_up_scale: tuple[float, float] = Field(
         (1.8, 3.2), description="close-up side / tag side, drawn uniformly"

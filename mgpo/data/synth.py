@@ -45,6 +45,7 @@ class SynthKnobs:
     distractors: int = 3  # other tags with other frame colours
     clutter: int = 150  # background shapes
     options: int = 4  # choices per question (2..5)
+    shuffle_options: bool = True  # False: options in a fixed order (a letter always means the same value)
     kinds: tuple[str, ...] = KINDS
 
     def __post_init__(self) -> None:
@@ -204,7 +205,9 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
         taken.append(box)
         image.paste(tag_image(kind, value, frame, knobs), (int(box.x1), int(box.y1)))
         tags.append(Tag(FRAME_NAMES[1 + d % len(DISTRACTOR_FRAMES)], box, value))
-    order = rng.permutation(n_options)
+    order = rng.permutation(n_options)  # drawn either way: the rest of the sample does not depend on it
+    if not knobs.shuffle_options:
+        order = np.argsort([values.index(v) for v in picked])
     choices = tuple(picked[i] for i in order)
     answer = LETTERS[int(np.where(order == 0)[0][0])]
     return SynthSample((image,), QUESTIONS[kind], choices, answer, target_box, kind, tags=tuple(tags))

@@ -25,6 +25,17 @@ def sample():
     return synth_choice_sample(3, 1, SynthKnobs(kinds=("stripes",)))
 
 
+def test_fixed_option_order_keeps_the_sample_and_sorts_the_options():
+    shuffled = synth_choice_sample(0, 3)
+    fixed = synth_choice_sample(0, 3, SynthKnobs(shuffle_options=False))
+    assert fixed.tags == shuffled.tags and sorted(fixed.choices) == sorted(shuffled.choices)
+    assert fixed.choices["ABCDE".index(fixed.answer)] == fixed.tags[0].value
+    stripes = SynthKnobs(kinds=("stripes",), shuffle_options=False)
+    assert {synth_choice_sample(1, i, stripes).choices for i in range(5)} == {
+        ("horizontal", "vertical", "diagonal rising", "diagonal falling")
+    }
+
+
 def test_every_tag_is_recorded_with_its_frame_box_and_value(sample):
     assert [t.frame for t in sample.tags] == ["red", "blue", "green", "orange"]
     assert sample.tags[0].box == sample.target_box
@@ -32,14 +43,16 @@ def test_every_tag_is_recorded_with_its_frame_box_and_value(sample):
     assert sample.tags[0].value == sample.choices["ABCD".index(sample.answer)]
 
 
-def test_the_taught_box_contains_the_tag_and_is_a_valid_mgpo_box(sample):
+def test_the_taught_box_is_a_valid_grid_aligned_mgpo_box_around_the_tag(sample):
     size_in = input_size(*sample.images[0].size, BUDGET)
-    sx = size_in[0] / sample.images[0].width
+    sx, sy = size_in[0] / sample.images[0].width, size_in[1] / sample.images[0].height
     for tag in sample.tags:
-        box = taught_box(tag, sample.images[0].size, BUDGET, 40)
+        box = taught_box(tag, sample.images[0].size, BUDGET, 2)
         assert check_box(box, size_in).valid
-        assert box.width >= 40 and box.height >= 40
-        assert box.x1 <= tag.box.x1 * sx + 1 and tag.box.x2 * sx - 1 <= box.x2
+        assert box.width == box.height == 56 and all(v % 28 == 0 for v in box)
+        assert box.x1 <= tag.box.x1 * sx and tag.box.x2 * sx <= box.x2
+        assert box.y1 <= tag.box.y1 * sy and tag.box.y2 * sy <= box.y2
+    assert taught_box(sample.tags[0], sample.images[0].size, BUDGET, 3).width == 84
 
 
 def test_around_grows_a_box_and_keeps_it_inside():
@@ -50,11 +63,11 @@ def test_around_grows_a_box_and_keeps_it_inside():
 
 def test_a_grounding_example_asks_for_a_described_tag_and_teaches_its_box(sample):
     tag = sample.tags[2]
-    example = grounding_example(sample, tag, BUDGET, 40)
+    example = grounding_example(sample, tag, BUDGET, 2)
     assert "the tag with the green frame" in example.prompt
     assert all(q not in example.prompt for q in QUESTIONS.values())  # no question: not the combined task
     size = example.images[0].size
-    assert parse_box(example.reply, size).box == taught_box(tag, sample.images[0].size, BUDGET, 40)
+    assert parse_box(example.reply, size).box == taught_box(tag, sample.images[0].size, BUDGET, 2)
     assert example.reply.endswith(IM_END)
 
 
@@ -67,10 +80,13 @@ def test_a_recognition_example_shows_a_close_up_and_teaches_that_tags_letter(sam
     region = close_up_region(tag, sample.images[0].size, 2.5, random.Random(0))
     assert region.x1 <= tag.box.x1 and tag.box.x2 <= region.x2 and region.width == pytest.approx(160, abs=1)
     assert min(example.images[0].size) >= 200  # enlarged to the budget: the detail is readable
+    in_context = recognition_example(sample, tag, BUDGET, 2.5, random.Random(0), in_context=True)
+    assert len(in_context.images) == 2 and in_context.prompt.count("<|image_pad|>") == 2
+    assert in_context.images[1].size == example.images[0].size and in_context.target == example.target
 
 
 def test_skill_examples_cover_every_tag_with_both_skills(sample):
-    examples = skill_examples(sample, BUDGET, 40, (1.8, 3.2), random.Random(1))
+    examples = skill_examples(sample, BUDGET, 2, (1.8, 3.2), random.Random(1))
     assert [e.skill for e in examples] == ["grounding", "recognition"] * len(sample.tags)
     red = [e for e in examples if "red frame" in e.prompt]
     assert len(red) == 2  # the red tag no more often than the others
