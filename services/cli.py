@@ -288,6 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     sft.set_defaults(func=cmd_sft)
 
+    evaluate = commands.add_parser(
+        "eval", help="a policy on a test split: accuracy, grounding, IoU, crop-alone"
+    )
+    evaluate.add_argument("--model", required=True, help="HF model folder (a run's final/, an SFT model)")
+    evaluate.add_argument(
+        "--bench", choices=("synthetic",), default="synthetic", help="the benchmark's layout"
+    )
+    evaluate.add_argument("--data", required=True, help="dataset folder (mgpo data synth --seed <test seed>)")
+    evaluate.add_argument("--mode", choices=("mgpo", "grpo", "multiturn"), default="mgpo")
+    evaluate.add_argument("--base", default=None, help="base model for the crop-alone ratio (the SFT model)")
+    evaluate.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    evaluate.add_argument("--max-turn-tokens", type=int, default=64)
+    evaluate.add_argument("--out", default=None, help="result JSON (default: <model>/eval-<mode>.json)")
+    _budget_flags(evaluate, 64, 256)
+    evaluate.set_defaults(func=cmd_eval)
+
+    report = commands.add_parser("report", help="curves and a results table from run folders")
+    report.add_argument("runs", nargs="+", help="run folders (metrics.jsonl, eval-*.json)")
+    report.add_argument("--out", default="out/report", help="output folder (PNG, CSV, Markdown)")
+    report.set_defaults(func=cmd_report)
+
     serve = commands.add_parser("serve", help="the control plane: HTTP API, /metrics, the rollout viewer")
     serve.add_argument("--config", default=None, help="serve config YAML (default: built-in defaults)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
@@ -314,6 +336,34 @@ def cmd_sft(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ConfigError(f"{args.config}: {err}") from err
     print(json.dumps(run_sft(config, resume=args.resume), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.evaluate import run_eval
+
+    out = args.out or str(Path(args.model) / f"eval-{args.mode}.json")
+    result = run_eval(
+        args.model,
+        args.data,
+        args.mode,
+        out,
+        base=args.base,
+        engine=args.engine,
+        limit=args.limit,
+        budget=PixelBudget(args.min_pixels, args.max_pixels),
+        max_turn_tokens=args.max_turn_tokens,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from services.report import write_report
+
+    print(json.dumps(write_report(args.runs, args.out), indent=2))
     return 0
 
 

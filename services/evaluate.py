@@ -1,0 +1,145 @@
+"""`mgpo eval`: a policy on a test split, greedy, one sample per question.
+
+Reported (services.evaluate.summarize): accuracy; valid-grounding ratio; mean IoU of the first crop (the
+predicted box, in original pixels) with the hidden true box, over valid boxes and over all questions (an
+invalid box counts 0); and the paper's "crop alone answers" ratio: the predicted crop, shown ALONE to the base
+model with the question, yields the right letter (a crop of the wrong place cannot).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from actors.engine import Prompt, Sampling
+from actors.loop import Loop, Tokenizer
+from actors.rollout_actor import ActorSpec, build_engine, engine_tokenizer, rollout_settings
+from mgpo.boxes import Box, iou
+from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
+from mgpo.crop import render_view
+from mgpo.data.dataset import open_store, read_prompts
+from mgpo.records import PromptRecord, TrajectoryGroup
+from mgpo.resize import PixelBudget
+from mgpo.rewards import choice_reward
+from mgpo.templates import IM_END, format_choices, single_prompt
+
+
+def row(record: PromptRecord, group: TrajectoryGroup) -> dict[str, object]:
+    """What one question came to: reward, grounding, the first crop and its IoU with the hidden box."""
+    sample = group.samples[0]
+    crops = [v for v in sample.views if v.region is not None]
+    region = crops[0].region if crops else None
+    overlap = iou(region, record.target_box) if region is not None and record.target_box is not None else 0.0
+    return {
+        "id": record.id,
+        "answer": record.answer,
+        "reward": sample.reward,
+        "correct": sample.reward >= 1.0,
+        "valid_grounding": sample.valid_grounding,
+        "crop": list(region) if region is not None else None,
+        "iou": overlap,
+        "text": list(sample.text),
+    }
+
+
+def summarize(rows: Sequence[dict]) -> dict[str, float]:
+    n = max(1, len(rows))
+    valid = [r for r in rows if r["crop"] is not None]
+    out = {
+        "questions": len(rows),
+        "accuracy": sum(r["correct"] for r in rows) / n,
+        "valid_grounding_ratio": sum(r["valid_grounding"] for r in rows) / n,
+        "mean_iou_valid": statistics.fmean(r["iou"] for r in valid) if valid else 0.0,
+        "mean_iou_all": sum(r["iou"] for r in rows) / n,
+    }
+    if rows and "crop_alone_correct" in rows[0]:
+        out["crop_alone_ratio"] = sum(bool(r["crop_alone_correct"]) for r in rows) / n
+    return out
+
+
+def crop_alone(
+    base: object, records: Sequence[PromptRecord], rows: list[dict], data: str, budget: PixelBudget
+) -> None:
+    """Show each predicted crop alone to the base model; mark `crop_alone_correct` (False without a crop)."""
+    store = open_store(data)
+    tok = Tokenizer(engine_tokenizer(base))
+    prompts, where = [], []
+    for i, (record, r) in enumerate(zip(records, rows, strict=True)):
+        r["crop_alone_correct"] = False
+        if r["crop"] is None:
+            continue
+        crop = render_view(store.get(record.images[0]), Box(*r["crop"]), budget)
+        text = RECOGNITION_PROMPT.format(question=record.question, choices=format_choices(record.choices))
+        prompts.append(Prompt(tok.encode(single_prompt(text, 1, RECOGNITION_SYSTEM)), [crop]))
+        where.append(i)
+    stop = tuple(tok.encode(IM_END))
+    for start in range(0, len(prompts), 8):
+        chunk = base.generate(
+            prompts[start : start + 8], Sampling(n=1, max_tokens=32, temperature=0.0, stop_ids=stop)
+        )  # type: ignore[attr-defined]
+        for offset, (completion,) in enumerate(chunk):
+            i = where[start + offset]
+            reply = tok.decode(completion.ids)
+            rows[i]["crop_alone_correct"] = choice_reward(reply, records[i].answer) >= 1.0
+
+
+def run_eval(
+    model: str,
+    data: str,
+    mode: str,
+    out: str,
+    base: str | None = None,
+    engine: str = "hf",
+    limit: int | None = None,
+    budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
+    max_turn_tokens: int = 64,
+    batch: int = 8,
+) -> dict[str, object]:
+    spec = ActorSpec(
+        name="eval",
+        model_path=model,
+        engine=engine,
+        redis_url="",
+        run="eval",
+        image_store=str(open_store(data).root),
+        mode=mode,
+        n=1,
+        temperature=0.0,
+        max_turn_tokens=max_turn_tokens,
+        max_model_len=4096,
+        min_pixels=budget.min_pixels,
+        max_pixels=budget.max_pixels,
+    )
+    records = list(read_prompts(data))[:limit]
+    started = time.perf_counter()
+    policy = build_engine(spec)
+    try:
+        loop = Loop(
+            policy, Tokenizer(engine_tokenizer(policy)), open_store(data), rollout_settings(spec), "eval"
+        )
+        rows = []
+        for i in tqdm(range(0, len(records), batch), desc=f"eval {mode}", unit="batch"):
+            chunk = records[i : i + batch]
+            rows += [row(r, g) for r, g in zip(chunk, loop.rollout(chunk, seed=i), strict=True)]
+    finally:
+        policy.close()
+    if base is not None:
+        base_engine = build_engine(dataclasses.replace(spec, model_path=base, name="eval-base"))
+        try:
+            crop_alone(base_engine, records, rows, data, budget)
+        finally:
+            base_engine.close()
+    result = {"model": model, "mode": mode, "data": data, **summarize(rows)}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    with open(Path(out).with_suffix(".jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return result

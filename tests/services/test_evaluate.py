@@ -1,0 +1,57 @@
+"""Evaluation numbers and the report, on hand-made rows and a run folder written by the real MetricsLog."""
+
+import json
+
+import pytest
+
+from services.evaluate import summarize
+from services.metrics_log import MetricsLog
+from services.report import smooth, write_report
+
+
+def _row(correct, valid, crop, iou, alone=None):
+    r = {"correct": correct, "valid_grounding": valid, "crop": crop, "iou": iou}
+    if alone is not None:
+        r["crop_alone_correct"] = alone
+    return r
+
+
+def test_summarize_counts_invalid_boxes_as_zero_iou_and_failed_crops():
+    rows = [
+        _row(True, True, [0, 0, 10, 10], 0.5, True),
+        _row(False, True, [0, 0, 10, 10], 0.1, False),
+        _row(True, False, None, 0.0, False),
+        _row(False, False, None, 0.0, False),
+    ]
+    result = summarize(rows)
+    assert result["accuracy"] == 0.5 and result["valid_grounding_ratio"] == 0.5
+    assert result["mean_iou_valid"] == pytest.approx(0.3) and result["mean_iou_all"] == pytest.approx(0.15)
+    assert result["crop_alone_ratio"] == 0.25
+    assert "crop_alone_ratio" not in summarize([_row(True, False, None, 0.0)])
+
+
+def test_smooth_is_a_trailing_average():
+    assert smooth([0, 1, 2, 3], window=2) == [0, 0.5, 1.5, 2.5]
+
+
+def test_the_report_draws_curves_and_tabulates_evals(tmp_path):
+    run = tmp_path / "mgpo-run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: mgpo-run\nrollout: {mode: mgpo}\n")
+    log = MetricsLog(run)
+    for step in range(1, 6):
+        log.write(
+            step, "step", {"accuracy": step / 10, "valid_grounding_ratio": step / 5, "reward": step / 10}
+        )
+    log.close()
+    (run / "final").mkdir()
+    (run / "final" / "eval-mgpo.json").write_text(
+        json.dumps({"mode": "mgpo", "accuracy": 0.8, "valid_grounding_ratio": 0.95, "mean_iou_valid": 0.2})
+    )
+    out = write_report([str(run)], str(tmp_path / "report"))
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
+    lines = (tmp_path / "report" / "curves.csv").read_text().splitlines()
+    assert lines[0] == "run,step,accuracy,valid_grounding_ratio,reward" and len(lines) == 6
+    table = (tmp_path / "report" / "results.md").read_text()
+    assert "| mgpo-run (mgpo) | mgpo | 0.800 | 0.950 | 0.200 | - | - |" in table
+    assert out["curves"].endswith("curves.png")
