@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft = commands.add_parser(
         "sft", help="cold start: teach grounding and recognition (never the combined task) by SFT"
     )
-    sft.add_argument("--config", required=True, help="SFT config YAML (configs/cold-start.yaml)")
+    sft.add_argument("--config", required=True, help="SFT config YAML (configs/sft/cold-start.yaml)")
     sft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     sft.set_defaults(func=cmd_sft)
 
@@ -324,18 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    import yaml
-
     from learner.sft import run_sft
-    from services.config import ConfigError, SFTConfig
+    from services.config import load_sft_config
 
-    try:
-        config = SFTConfig.model_validate(yaml.safe_load(open(args.config)) or {})
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read {args.config}: {err}") from err
-    except ValueError as err:
-        raise ConfigError(f"{args.config}: {err}") from err
-    print(json.dumps(run_sft(config, resume=args.resume), indent=2))
+    print(json.dumps(run_sft(load_sft_config(args.config), resume=args.resume), indent=2))
     return 0
 
 

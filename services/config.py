@@ -274,6 +274,17 @@ def load_config(path: str | os.PathLike[str]) -> RunConfig:
     return parse_config(_read_yaml(Path(path)), str(path))
 
 
+def load_sft_config(path: str | os.PathLike[str]) -> SFTConfig:
+    raw = _read_yaml(Path(path))
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return SFTConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {err.error_count()} problem(s):\n{_describe(err)}") from err
+
+
 def load_serve_config(path: str | os.PathLike[str] | None) -> ServeConfig:
     raw = _read_yaml(Path(path)) if path is not None else {}
     raw = {} if raw is None else raw

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mgpo.templates import Mode
-from services.config import ConfigError, RunConfig, load_config, parse_config
+from services.config import ConfigError, RunConfig, SFTConfig, load_config, load_sft_config, parse_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
@@ -15,6 +15,22 @@ def test_the_three_configs_ship():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_validates(path):
     assert isinstance(load_config(path), RunConfig)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS[0].parent.glob("sft/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sft_config_loads_and_validates(path):
+    assert isinstance(load_sft_config(path), SFTConfig)
+
+
+def test_an_sft_config_reports_every_problem(tmp_path):
+    path = tmp_path / "sft.yaml"
+    path.write_text("steps: 0\nbox_cells: 1\n")
+    with pytest.raises(ConfigError, match="2 problem") as err:
+        load_sft_config(path)
+    assert "steps" in str(err.value) and "box_cells" in str(err.value)
+    path.write_text("model: {warmup_steps: 5}\n")
+    with pytest.raises(ConfigError, match="the cold start replaces it"):
+        load_sft_config(path)
 
 
 def test_shipped_configs_carry_the_settings_they_claim():
