@@ -36,6 +36,8 @@ def build_examples(config: SFTConfig, seed: int, n: int, desc: str) -> list[Exam
         kinds=tuple(config.data.kinds),
         options=config.data.options,
         shuffle_options=config.data.shuffle_options,
+        stripe_width=config.data.stripe_width,
+        stripe_period=config.data.stripe_period,
     )
     budget = PixelBudget(config.min_pixels, config.max_pixels)
     rng = random.Random(seed)

@@ -60,6 +60,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         options=args.options,
         shuffle_options=not args.fixed_options,
         kinds=tuple(args.kinds.split(",")),
+        stripe_width=args.stripe_width,
+        stripe_period=args.stripe_period,
     )
     start = time.perf_counter()
     out = write_synthetic(
@@ -226,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--fixed-options", action="store_true", help="options in a fixed order (a letter means one value)"
     )
+    synth.add_argument("--stripe-width", type=int, default=1, help="dark pixels per stripe period")
+    synth.add_argument("--stripe-period", type=int, default=3, help="stripe period in original pixels")
     synth.set_defaults(func=cmd_data_synth)
 
     check = data.add_parser(

@@ -198,6 +198,8 @@ class SFTDataConfig(_Section):
     kinds: tuple[Literal["glyph", "stripes", "dots"], ...] = ("stripes", "dots")
     options: int = Field(4, ge=2, le=5)
     shuffle_options: bool = True
+    stripe_width: int = Field(1, ge=1)
+    stripe_period: int = Field(3, ge=2)
 
 
 class SFTConfig(_Section):

@@ -90,3 +90,19 @@ def test_skill_examples_cover_every_tag_with_both_skills(sample):
     assert [e.skill for e in examples] == ["grounding", "recognition"] * len(sample.tags)
     red = [e for e in examples if "red frame" in e.prompt]
     assert len(red) == 2  # the red tag no more often than the others
+
+
+@pytest.mark.parametrize(("width", "period", "readable"), [(1, 3, False), (2, 4, False), (3, 6, True)])
+def test_stripes_vanish_at_the_input_budget_unless_too_coarse(width, period, readable):
+    import numpy as np
+    from PIL import Image
+
+    from mgpo.data.synth import STRIPES, TARGET_FRAME, tag_image
+
+    knobs = SynthKnobs(stripe_width=width, stripe_period=period)
+    spreads = []
+    for value in STRIPES:
+        tag = tag_image("stripes", value, TARGET_FRAME, knobs)
+        shrunk = tag.resize((14, 14), Image.Resampling.BICUBIC)  # ~4.5x: a 2K original at 256*28*28 pixels
+        spreads.append(float(np.asarray(shrunk.convert("L"), dtype=float)[3:-3, 3:-3].std()))
+    assert (max(spreads) > 4.0) == readable, spreads
