@@ -141,6 +141,7 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
     )
     drivers: dict[str, subprocess.Popen[bytes]] = {}  # the drivers this process started (reaped on reads)
     state_dir = Path(settings.state_dir).resolve()
+    defaults = _run_defaults(settings)
     registry = CollectorRegistry()
     registry.register(RunsCollector(lambda: [_reaped(runs, drivers, v) for v in runs.views()]))
     limit = settings.max_upload_mb << 20
@@ -214,7 +215,7 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
 
     @app.post("/runs", tags=["runs"], status_code=status.HTTP_201_CREATED, dependencies=write)
     def create_run(body: RunCreate) -> RunOut:
-        config = _run_config(body.config, settings, state_dir)
+        config = _run_config(body.config, defaults, settings, state_dir)
         if not runs.register(config.name, config.model_dump(mode="json"), str(config.run_dir)):
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
@@ -371,12 +372,25 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
 # ---- helpers --------------------------------------------------------------------------------------------
 
 
-def _run_config(raw: dict[str, Any], settings: ServeConfig, state_dir: Path) -> RunConfig:
-    """The posted config, placed on this control plane's Ray and state folder (and Redis: see `_launch`)."""
-    if settings.run_defaults is not None:
-        defaults = yaml.safe_load(Path(settings.run_defaults).read_text()) or {}
-        raw = _merge(defaults, raw)
-    raw = dict(raw)
+def _run_defaults(settings: ServeConfig) -> dict[str, Any]:
+    """The run defaults file, read once at start-up: a broken one stops `mgpo serve` with its reason."""
+    if settings.run_defaults is None:
+        return {}
+    try:
+        raw = yaml.safe_load(Path(settings.run_defaults).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"run_defaults {settings.run_defaults}: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"run_defaults {settings.run_defaults}: the top level must be a mapping")
+    return raw
+
+
+def _run_config(
+    raw: dict[str, Any], defaults: dict[str, Any], settings: ServeConfig, state_dir: Path
+) -> RunConfig:
+    """The posted config over the defaults, placed on this control plane's Ray and state folder (and its
+    Redis: see `_launch`)."""
+    raw = _merge(defaults, raw)
     raw["output_dir"] = str(state_dir)
     if settings.ray_address is not None and "ray_address" not in raw:
         raw["ray_address"] = settings.ray_address

@@ -365,3 +365,11 @@ def test_posted_configs_are_merged_over_the_run_defaults(redis_server, tmp_path,
     assert response.status_code == 422
     assert "rollout.n" in detail  # from the defaults
     assert "learner.lr" in detail and "'x'" in detail  # the posted value replaced the default's
+
+
+def test_a_broken_run_defaults_file_stops_the_service_at_start(redis_server, tmp_path):
+    from services.config import ConfigError
+
+    settings = ServeConfig(state_dir=str(tmp_path), run_defaults=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        create_app(settings, redis_server.url)
