@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -251,15 +251,22 @@ def _describe(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(raw: object, source: str = "config") -> RunConfig:
+Section = TypeVar("Section", bound=BaseModel)
+
+
+def _validate(raw: object, model: type[Section], source: str) -> Section:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return RunConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{source}: {err.error_count()} problem(s):\n{_describe(err)}") from err
+
+
+def parse_config(raw: object, source: str = "config") -> RunConfig:
+    return _validate(raw, RunConfig, source)
 
 
 def _read_yaml(path: Path) -> object:
@@ -277,22 +284,9 @@ def load_config(path: str | os.PathLike[str]) -> RunConfig:
 
 
 def load_sft_config(path: str | os.PathLike[str]) -> SFTConfig:
-    raw = _read_yaml(Path(path))
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
-    try:
-        return SFTConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: {err.error_count()} problem(s):\n{_describe(err)}") from err
+    return _validate(_read_yaml(Path(path)), SFTConfig, str(path))
 
 
 def load_serve_config(path: str | os.PathLike[str] | None) -> ServeConfig:
     raw = _read_yaml(Path(path)) if path is not None else {}
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
-    try:
-        return ServeConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: {err.error_count()} problem(s):\n{_describe(err)}") from err
+    return _validate(raw, ServeConfig, str(path or "serve config"))
