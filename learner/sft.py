@@ -175,13 +175,13 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("sft", total=config.steps, completed=step, loss="")
         while step < config.steps:
-            losses = [train_step(model, processor, rng.sample(train, config.batch), budget)]
+            loss = train_step(model, processor, rng.sample(train, config.batch), budget)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad()
             step += 1
-            progress.update(task, completed=step, loss=f"loss {losses[0]:.3f}")
-            log.write(json.dumps({"step": step, "kind": "train", "loss": losses[0]}) + "\n")
+            progress.update(task, completed=step, loss=f"loss {loss:.3f}")
+            log.write(json.dumps({"step": step, "kind": "train", "loss": loss}) + "\n")
             if step % config.eval_every == 0 or step == config.steps:
                 last_eval = evaluate(model, processor, held_out, budget)
                 log.write(json.dumps({"step": step, "kind": "eval", **last_eval}) + "\n")

@@ -37,7 +37,7 @@ from services.launcher import launch_driver
 from services.metrics import RunsCollector, discovery
 from services.queue import Queue, QueueFull
 from services.run_state import RunState
-from services.runs import FINAL, Runs, RunView
+from services.runs import ENDED, Runs, RunView
 from services.trajectories import read_recent
 
 VIEWER = Path(__file__).parent / "viewer"
@@ -183,7 +183,7 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
 
     def live_or_409(name: str) -> RunView:
         view = run_or_404(name)
-        if view.status in FINAL or view.status == "lost":
+        if view.status in ENDED:
             raise HTTPException(status.HTTP_409_CONFLICT, f"run {name!r} is {view.status}: not running")
         return view
 
@@ -239,7 +239,7 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
     def resume_run(name: str) -> Accepted:
         """Un-pause a running run; restart a stopped, failed or lost one from its latest checkpoint."""
         view = run_or_404(name)
-        if view.status not in FINAL and view.status != "lost":
+        if view.status not in ENDED:
             RunState(client, name).set(paused=0)
             return Accepted(run=name, detail="resumed: admission is open again")
         config = parse_config(view.config, f"run {name} config")

@@ -23,6 +23,7 @@ from services.run_state import RunState
 RUNS_KEY = "mgpo:runs"
 LOST_AFTER_S = 180.0
 FINAL = ("finished", "stopped", "failed")
+ENDED = (*FINAL, "lost")  # no driver is running: commands are refused, resume restarts one
 
 
 def meta_key(run: str) -> str:
