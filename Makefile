@@ -11,7 +11,7 @@ CHECKOV := .venv-checkov/bin/checkov
 # Debian packages the tests drive: Chromium (rollout viewer test) and promtool (alert rules).
 SYSTEM_PACKAGES := chromium prometheus
 
-.PHONY: venv system test demo lint clean
+.PHONY: venv system test demo reproduce lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ test: $(STAMP) $(SYSTEM_STAMP) $(CHECKOV)
 
 demo: $(STAMP)
 	$(BIN)/mgpo train --config configs/demo-cpu.yaml --fresh
+
+reproduce: $(STAMP)  # the paper's effect on a CPU: cold start, MGPO vs GRPO vs multi-turn, eval, report
+	$(BIN)/mgpo reproduce --out out/reproduce
 
 clean:
 	rm -rf $(VENV) .venv-checkov out .pytest_cache .ruff_cache

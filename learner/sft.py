@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from mgpo.boxes import iou, parse_box
 from mgpo.cold_start import Example, skill_examples
-from mgpo.data.synth import SynthKnobs, synth_choice_sample
+from mgpo.data.synth import synth_choice_sample
 from mgpo.masks import Sequence as TokenSequence
 from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
@@ -32,20 +32,24 @@ from services.config import SFTConfig
 
 def build_examples(config: SFTConfig, seed: int, n: int, desc: str) -> list[Example]:
     """Both skills on every tag of `n` synthetic samples of the split `seed`."""
-    knobs = SynthKnobs(
-        kinds=tuple(config.data.kinds),
-        options=config.data.options,
-        shuffle_options=config.data.shuffle_options,
-        stripe_width=config.data.stripe_width,
-        stripe_period=config.data.stripe_period,
-    )
+    knobs = config.data.knobs()
     budget = PixelBudget(config.min_pixels, config.max_pixels)
     rng = random.Random(seed)
     out: list[Example] = []
     for index in tqdm(range(n), desc=desc, unit="image"):
         sample = synth_choice_sample(seed, index, knobs)
-        out += skill_examples(sample, budget, config.box_cells, tuple(config.close_up_scale), rng)
+        out += skill_examples(
+            sample, budget, config.box_cells, tuple(config.close_up_scale), rng, config.grounding_frames
+        )
     return out
+
+
+def balanced_batch(by_skill: Sequence[Sequence[Example]], size: int, rng: random.Random) -> list[Example]:
+    """`size` examples, an equal share from each skill's list: the skills come in unequal numbers and are
+    learned at different rates, and neither may starve."""
+    pools = [pool for pool in by_skill if pool]
+    shares = [size // len(pools) + (i < size % len(pools)) for i in range(len(pools))]
+    return [e for pool, k in zip(pools, shares, strict=True) for e in rng.choices(pool, k=k)]
 
 
 def _encode(tokenizer: object, example: Example) -> TokenSequence:
@@ -161,6 +165,7 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     train = build_examples(config, config.data.train_seed, config.data.train_n, "train examples")
     held_out = build_examples(config, config.data.eval_seed, config.data.eval_n, "eval examples")
     rng = random.Random(config.seed * 1000 + step)
+    by_skill = [[e for e in train if e.skill == skill] for skill in ("grounding", "recognition")]
     log = (out / "metrics.jsonl").open("a")
     model.train()
     columns = (
@@ -175,7 +180,7 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("sft", total=config.steps, completed=step, loss="")
         while step < config.steps:
-            loss = train_step(model, processor, rng.sample(train, config.batch), budget)
+            loss = train_step(model, processor, balanced_batch(by_skill, config.batch, rng), budget)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad()

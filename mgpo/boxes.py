@@ -204,3 +204,8 @@ def iou(a: Box, b: Box) -> float:
     inter = ix * iy
     union = max(0.0, a.width) * max(0.0, a.height) + max(0.0, b.width) * max(0.0, b.height) - inter
     return inter / union if union > 0 else 0.0
+
+
+def contains(outer: Box, inner: Box) -> bool:
+    """`inner` lies wholly inside `outer` (edges may touch)."""
+    return outer.x1 <= inner.x1 and outer.y1 <= inner.y1 and inner.x2 <= outer.x2 and inner.y2 <= outer.y2

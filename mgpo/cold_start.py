@@ -127,12 +127,19 @@ def recognition_example(
 
 
 def skill_examples(
-    sample: SynthSample, budget: PixelBudget, cells: int, scale: tuple[float, float], rng: random.Random
+    sample: SynthSample,
+    budget: PixelBudget,
+    cells: int,
+    scale: tuple[float, float],
+    rng: random.Random,
+    grounding_frames: tuple[str, ...] | None = None,
 ) -> list[Example]:
-    """Both skills on every tag of one multiple-choice sample (close-ups alone or in context, by chance)."""
+    """Both skills on every tag of one multiple-choice sample (close-ups alone or in context, by chance);
+    grounding only for tags whose frame is in `grounding_frames`, when given."""
     out = []
     for tag in sample.tags:
-        out.append(grounding_example(sample, tag, budget, cells))
+        if grounding_frames is None or tag.frame in grounding_frames:
+            out.append(grounding_example(sample, tag, budget, cells))
         in_context = rng.random() < 0.5
         out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng, in_context))
     return out

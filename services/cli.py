@@ -62,6 +62,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         kinds=tuple(args.kinds.split(",")),
         stripe_width=args.stripe_width,
         stripe_period=args.stripe_period,
+        grid=args.grid,
+        position_cue=args.position_cue,
     )
     start = time.perf_counter()
     out = write_synthetic(
@@ -230,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--stripe-width", type=int, default=1, help="dark pixels per stripe period")
     synth.add_argument("--stripe-period", type=int, default=3, help="stripe period in original pixels")
+    synth.add_argument(
+        "--grid",
+        type=int,
+        default=0,
+        help="0: tags anywhere; G: centred in cells of a G x G grid (square image)",
+    )
+    synth.add_argument(
+        "--position-cue", action="store_true", help="background colour ramps that show where a patch is"
+    )
     synth.set_defaults(func=cmd_data_synth)
 
     check = data.add_parser(
@@ -320,11 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
     serve.set_defaults(func=cmd_serve)
 
+    repro = commands.add_parser(
+        "reproduce", help="cold start, MGPO vs GRPO vs multi-turn RL, eval, report (make reproduce)"
+    )
+    repro.add_argument("--out", default="out/reproduce", help="output folder (default %(default)s)")
+    repro.add_argument("--smoke", action="store_true", help="a few steps of every stage (CI)")
+    repro.set_defaults(func=cmd_reproduce)
+
     demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
     demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from services.reproduce import reproduce
+
+    print(json.dumps(reproduce(args.out, smoke=args.smoke), indent=2))
+    return 0
 
 
 def cmd_sft(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mgpo.data.synth import SynthKnobs
 from mgpo.resize import FACTOR
 from mgpo.templates import Mode
 from services.autoscale import AutoscaleConfig
@@ -200,6 +201,27 @@ class SFTDataConfig(_Section):
     shuffle_options: bool = True
     stripe_width: int = Field(1, ge=1)
     stripe_period: int = Field(3, ge=2)
+    min_side: int = Field(1536, ge=256)
+    max_side: int = Field(2048, ge=256)
+    tag_size: int = Field(64, ge=24, description="tag side in original pixels")
+    clutter: int = Field(150, ge=0)
+    grid: int = Field(0, ge=0, le=16, description="0: tags anywhere; G: centred in cells of a G x G grid")
+    position_cue: bool = Field(False, description="background ramps that show where a patch is")
+
+    def knobs(self) -> SynthKnobs:
+        return SynthKnobs(
+            min_side=self.min_side,
+            max_side=self.max_side,
+            tag_size=self.tag_size,
+            clutter=self.clutter,
+            grid=self.grid,
+            position_cue=self.position_cue,
+            kinds=tuple(self.kinds),
+            options=self.options,
+            shuffle_options=self.shuffle_options,
+            stripe_width=self.stripe_width,
+            stripe_period=self.stripe_period,
+        )
 
 
 class SFTConfig(_Section):
@@ -217,6 +239,9 @@ class SFTConfig(_Section):
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     box_cells: int = Field(
         2, ge=2, le=8, description="taught boxes: cells of the 28-px grid a side (MGPO wants > 28 px)"
+    )
+    grounding_frames: tuple[Literal["red", "blue", "green", "orange", "purple"], ...] | None = Field(
+        None, description="ground only tags with these frame colours (None: every tag)"
     )
     close_up_scale: tuple[float, float] = Field(
         (1.8, 3.2), description="close-up side / tag side, drawn uniformly"
@@ -239,6 +264,7 @@ class SFTConfig(_Section):
             raise ValueError(f"close_up_scale must be 1 <= low <= high, got {self.close_up_scale}")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        self.data.knobs()  # the synthetic set's own checks (sides, grid room, tag fit)
         return self
 
 

@@ -2,8 +2,9 @@
 
 Reported (services.evaluate.summarize): accuracy; valid-grounding ratio; mean IoU of the first crop (the
 predicted box, in original pixels) with the hidden true box, over valid boxes and over all questions (an
-invalid box counts 0); and the paper's "crop alone answers" ratio: the predicted crop, shown ALONE to the base
-model with the question, yields the right letter (a crop of the wrong place cannot).
+invalid box counts 0); how often that crop holds the whole true box; and the paper's "crop alone answers"
+ratio: the predicted crop, shown ALONE to the base model with the question, yields the right letter (a crop
+of the wrong place cannot).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from actors.engine import Prompt, Sampling
 from actors.loop import Loop, Tokenizer
 from actors.rollout_actor import ActorSpec, build_engine, engine_tokenizer, rollout_settings
-from mgpo.boxes import Box, iou
+from mgpo.boxes import Box, contains, iou
 from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
 from mgpo.crop import render_view
 from mgpo.data.dataset import open_store, read_prompts
@@ -35,7 +36,10 @@ def row(record: PromptRecord, group: TrajectoryGroup) -> dict[str, object]:
     sample = group.samples[0]
     crops = [v for v in sample.views if v.region is not None]
     region = crops[0].region if crops else None
-    overlap = iou(region, record.target_box) if region is not None and record.target_box is not None else 0.0
+    target = record.target_box
+    overlap = iou(region, target) if region is not None and target is not None else 0.0
+    # A crop several times the object's size has a small IoU even when right; holding it whole is what counts.
+    holds = region is not None and target is not None and contains(region, target)
     return {
         "id": record.id,
         "answer": record.answer,
@@ -44,6 +48,7 @@ def row(record: PromptRecord, group: TrajectoryGroup) -> dict[str, object]:
         "valid_grounding": sample.valid_grounding,
         "crop": list(region) if region is not None else None,
         "iou": overlap,
+        "crop_holds_target": holds,
         "text": list(sample.text),
     }
 
@@ -57,6 +62,7 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
         "valid_grounding_ratio": sum(r["valid_grounding"] for r in rows) / n,
         "mean_iou_valid": statistics.fmean(r["iou"] for r in valid) if valid else 0.0,
         "mean_iou_all": sum(r["iou"] for r in rows) / n,
+        "crop_holds_target_ratio": sum(r["crop_holds_target"] for r in rows) / n,
     }
     if rows and "crop_alone_correct" in rows[0]:
         out["crop_alone_ratio"] = sum(bool(r["crop_alone_correct"]) for r in rows) / n

@@ -13,7 +13,14 @@ import yaml
 from services.metrics_log import read_metrics
 
 CURVES = (("accuracy", "accuracy (training rollouts)"), ("valid_grounding_ratio", "valid-grounding ratio"))
-COLUMNS = ("accuracy", "valid_grounding_ratio", "mean_iou_valid", "mean_iou_all", "crop_alone_ratio")
+COLUMNS = (
+    "accuracy",
+    "valid_grounding_ratio",
+    "mean_iou_valid",
+    "mean_iou_all",
+    "crop_holds_target_ratio",
+    "crop_alone_ratio",
+)
 
 
 def _label(run: Path) -> str:
@@ -59,12 +66,17 @@ def write_report(runs: Sequence[str], out: str) -> dict[str, str]:
     figure.savefig(folder / "curves.png", dpi=120)
     plt.close(figure)
 
-    lines = ["| run | eval | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    # One row per eval file: <run>/<model folder>/eval-<mode>.json (final/ = the RL policy, base/ = before RL).
+    lines = [
+        "| run | model | eval mode | " + " | ".join(COLUMNS) + " |",
+        "|---|---|---|" + "---|" * len(COLUMNS),
+    ]
     for run in runs:
         for path in sorted(Path(run).rglob("eval-*.json")):
             result = json.loads(path.read_text())
             cells = [f"{result[c]:.3f}" if c in result else "-" for c in COLUMNS]
-            lines.append(f"| {_label(Path(run))} | {result['mode']} | " + " | ".join(cells) + " |")
+            model = path.parent.relative_to(run).as_posix()
+            lines.append(f"| {_label(Path(run))} | {model} | {result['mode']} | " + " | ".join(cells) + " |")
     (folder / "results.md").write_text("\n".join(lines) + "\n")
     return {
         "curves": str(folder / "curves.png"),

@@ -52,6 +52,12 @@ class SynthKnobs:
     stripe_width: int = 1
     stripe_period: int = 3
     kinds: tuple[str, ...] = KINDS
+    # grid > 0: a square image, tags centred in distinct cells of a grid x grid layout (a small model can name
+    # a cell; anywhere-placement needs the fine localisation a real base model brings from pre-training).
+    grid: int = 0
+    # The background ramps red left to right and blue top to bottom, the same in every image: where a patch
+    # is shows in its own pixels, as a tiny model cannot learn absolute position from mRoPE alone in minutes.
+    position_cue: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,6 +69,14 @@ class SynthKnobs:
             problems.append(f"options must be 2..5, got {self.options}")
         if not set(self.kinds) <= set(KINDS) or not self.kinds:
             problems.append(f"kinds must be a non-empty subset of {KINDS}, got {self.kinds}")
+        if self.grid and not 2 <= self.grid <= 16:
+            problems.append(f"grid must be 0 (free placement) or 2..16, got {self.grid}")
+        if self.grid and self.grid**2 < self.distractors + 1:
+            problems.append(f"a {self.grid}x{self.grid} grid has no room for {self.distractors + 1} tags")
+        if self.grid and self.tag_size > self.min_side // self.grid:
+            problems.append(
+                f"tag_size {self.tag_size} does not fit a cell of {self.min_side // self.grid} px"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -121,6 +135,26 @@ def _background(width: int, height: int, clutter: int, rng: np.random.Generator)
         else:
             draw.line((x, y, x + w, y + h), fill=_colour(rng), width=int(rng.integers(2, 8)))
     return image
+
+
+def _position_background(width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    x = np.linspace(70.0, 200.0, width, dtype=np.float32)[None, :]
+    y = np.linspace(70.0, 200.0, height, dtype=np.float32)[:, None]
+    pixels = np.stack(np.broadcast_arrays(x, np.full_like(x * y, 150.0), y), axis=-1)
+    pixels = pixels + rng.normal(0, 4, size=(height, width, 1))
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def _cell_spots(side: int, size: int, grid: int, count: int, rng: np.random.Generator) -> list[Box]:
+    """`count` tag boxes centred in distinct cells of a `grid` x `grid` layout of a square image."""
+    cells = rng.choice(grid * grid, size=count, replace=False)
+    cell = side / grid
+    spots = []
+    for c in cells:
+        cx, cy = (int(c) % grid + 0.5) * cell, (int(c) // grid + 0.5) * cell
+        x, y = float(round(cx - size / 2)), float(round(cy - size / 2))
+        spots.append(Box(x, y, x + size, y + size))
+    return spots
 
 
 # Dice-face dot layouts on a 3x3 grid: the same count always looks the same.
@@ -191,14 +225,19 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
     """The `index`-th multiple-choice sample of the set `seed`."""
     rng = _rng(seed, index, 0)
     width, height = (int(v) for v in rng.integers(knobs.min_side, knobs.max_side + 1, size=2))
+    if knobs.grid:
+        height = width
     image = _background(width, height, knobs.clutter, rng)
+    if knobs.position_cue:
+        image = _position_background(width, height, rng)
+    spots = _cell_spots(width, knobs.tag_size, knobs.grid, 1 + knobs.distractors, rng) if knobs.grid else []
     kind = knobs.kinds[int(rng.integers(0, len(knobs.kinds)))]
     values = _values(kind)
     n_options = min(knobs.options, len(values))
     picked = [values[i] for i in rng.permutation(len(values))[:n_options]]
     answer_value = picked[0]
     taken: list[Box] = []
-    target_box = _place(width, height, knobs.tag_size, taken, rng)
+    target_box = spots[0] if spots else _place(width, height, knobs.tag_size, taken, rng)
     taken.append(target_box)
     image.paste(tag_image(kind, answer_value, TARGET_FRAME, knobs), (int(target_box.x1), int(target_box.y1)))
     tags = [Tag(FRAME_NAMES[0], target_box, answer_value)]
@@ -206,7 +245,7 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
     for d in range(knobs.distractors):
         value = picked[1 + d % (n_options - 1)] if n_options > 1 else answer_value
         frame = DISTRACTOR_FRAMES[d % len(DISTRACTOR_FRAMES)]
-        box = _place(width, height, knobs.tag_size, taken, rng)
+        box = spots[1 + d] if spots else _place(width, height, knobs.tag_size, taken, rng)
         taken.append(box)
         image.paste(tag_image(kind, value, frame, knobs), (int(box.x1), int(box.y1)))
         tags.append(Tag(FRAME_NAMES[1 + d % len(DISTRACTOR_FRAMES)], box, value))

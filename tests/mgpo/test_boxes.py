@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from mgpo.boxes import Box, check_box, iou, parse_box, to_original, to_pixel_box
+from mgpo.boxes import Box, check_box, contains, iou, parse_box, to_original, to_pixel_box
 
 SIZE = (448, 420)  # W_in, H_in
 
@@ -100,3 +100,10 @@ def test_iou_of_overlapping_and_disjoint_boxes():
     assert iou(Box(0, 0, 10, 10), Box(5, 0, 15, 10)) == pytest.approx(1 / 3)
     assert iou(Box(0, 0, 1, 1), Box(2, 2, 3, 3)) == 0.0
     assert iou(Box(0, 0, 0, 0), Box(0, 0, 0, 0)) == 0.0
+
+
+def test_contains_needs_the_whole_inner_box():
+    cell = Box(256, 256, 512, 512)
+    assert contains(cell, Box(352, 352, 416, 416)) and contains(cell, cell)
+    assert not contains(cell, Box(480, 352, 544, 416))  # sticks out on the right
+    assert not contains(Box(352, 352, 416, 416), cell)

@@ -9,8 +9,8 @@ from services.metrics_log import MetricsLog
 from services.report import smooth, write_report
 
 
-def _row(correct, valid, crop, iou, alone=None):
-    r = {"correct": correct, "valid_grounding": valid, "crop": crop, "iou": iou}
+def _row(correct, valid, crop, iou, alone=None, holds=False):
+    r = {"correct": correct, "valid_grounding": valid, "crop": crop, "iou": iou, "crop_holds_target": holds}
     if alone is not None:
         r["crop_alone_correct"] = alone
     return r
@@ -18,7 +18,7 @@ def _row(correct, valid, crop, iou, alone=None):
 
 def test_summarize_counts_invalid_boxes_as_zero_iou_and_failed_crops():
     rows = [
-        _row(True, True, [0, 0, 10, 10], 0.5, True),
+        _row(True, True, [0, 0, 10, 10], 0.5, True, holds=True),
         _row(False, True, [0, 0, 10, 10], 0.1, False),
         _row(True, False, None, 0.0, False),
         _row(False, False, None, 0.0, False),
@@ -26,7 +26,7 @@ def test_summarize_counts_invalid_boxes_as_zero_iou_and_failed_crops():
     result = summarize(rows)
     assert result["accuracy"] == 0.5 and result["valid_grounding_ratio"] == 0.5
     assert result["mean_iou_valid"] == pytest.approx(0.3) and result["mean_iou_all"] == pytest.approx(0.15)
-    assert result["crop_alone_ratio"] == 0.25
+    assert result["crop_alone_ratio"] == 0.25 and result["crop_holds_target_ratio"] == 0.25
     assert "crop_alone_ratio" not in summarize([_row(True, False, None, 0.0)])
 
 
@@ -53,5 +53,5 @@ def test_the_report_draws_curves_and_tabulates_evals(tmp_path):
     lines = (tmp_path / "report" / "curves.csv").read_text().splitlines()
     assert lines[0] == "run,step,accuracy,valid_grounding_ratio,reward" and len(lines) == 6
     table = (tmp_path / "report" / "results.md").read_text()
-    assert "| mgpo-run (mgpo) | mgpo | 0.800 | 0.950 | 0.200 | - | - |" in table
+    assert "| mgpo-run (mgpo) | final | mgpo | 0.800 | 0.950 | 0.200 | - | - | - |" in table
     assert out["curves"].endswith("curves.png")

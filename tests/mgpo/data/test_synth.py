@@ -122,3 +122,62 @@ def test_write_synthetic_writes_a_readable_dataset_folder(tmp_path):
     assert meta["n"] == 3 and meta["knobs"]["tag_size"] == 64
     write_synthetic(tmp_path / "g", 2, 0, task="grounding", progress=False)
     assert next(read_prompts(tmp_path / "g")).kind is TaskKind.MULTI_IMAGE_GROUNDING
+
+
+def _reproduce_knobs() -> SynthKnobs:
+    from services.config import load_sft_config
+
+    return load_sft_config("configs/reproduce/sft.yaml").data.knobs()
+
+
+def test_grid_layout_centres_tags_in_distinct_cells_of_a_square_image():
+    knobs = SynthKnobs(min_side=1024, max_side=1024, tag_size=128, grid=4, clutter=0)
+    for index in range(5):
+        s = synth_choice_sample(0, index, knobs)
+        assert s.images[0].size == (1024, 1024) and s.target_box == s.tags[0].box
+        cells = set()
+        for tag in s.tags:
+            cx, cy = (tag.box.x1 + tag.box.x2) / 2, (tag.box.y1 + tag.box.y2) / 2
+            assert cx % 256 == 128 and cy % 256 == 128 and tag.box.width == 128
+            cells.add((cx // 256, cy // 256))
+        assert len(cells) == len(s.tags) == 4
+    with pytest.raises(ValueError, match="no room for 5 tags"):
+        SynthKnobs(grid=2, distractors=4)
+
+
+def test_the_position_cue_ramps_red_across_and_blue_down():
+    s = synth_choice_sample(
+        0, 0, SynthKnobs(min_side=1024, max_side=1024, grid=4, clutter=0, position_cue=True)
+    )
+    pixels = np.asarray(s.images[0], dtype=np.float32)
+    corners = {(x, y): pixels[y : y + 16, x : x + 16].mean(axis=(0, 1)) for x in (0, 1008) for y in (0, 1008)}
+    assert corners[(1008, 0)][0] - corners[(0, 0)][0] > 100  # red grows left to right
+    assert corners[(0, 1008)][2] - corners[(0, 0)][2] > 100  # blue grows top to bottom
+    assert abs(corners[(1008, 1008)][1] - corners[(0, 0)][1]) < 5  # green is flat
+
+
+def test_the_reproduce_set_hides_the_stripes_at_its_budget_and_shows_them_in_one_cell():
+    """configs/reproduce/sft.yaml: the 224x224 input averages the stripes away; the crop of the tag's grid
+    cell (the box the cold start teaches) shows them."""
+    knobs = _reproduce_knobs()
+    budget = PixelBudget(224 * 224, 224 * 224)
+    sample = synth_choice_sample(5, 0, knobs)
+    tag = sample.target_box
+    cell = 1024 // knobs.grid
+    region = Box(tag.x1 - (cell - tag.width) / 2, tag.y1 - (cell - tag.height) / 2, 0, 0)
+    region = Box(region.x1, region.y1, region.x1 + cell, region.y1 + cell)
+    inside = {"input": [], "crop": []}
+    for value in sample.choices:
+        image = sample.images[0].copy()
+        image.paste(tag_image("stripes", value, TARGET_FRAME, knobs), (int(tag.x1), int(tag.y1)))
+        for view, where in (("input", Box(0, 0, 1024, 1024)), ("crop", region)):
+            shown = render_view(image, None if view == "input" else where, budget)
+            s = shown.width / where.width
+            box = [int((tag.x1 - where.x1 + 12) * s), int((tag.y1 - where.y1 + 12) * s)]
+            box += [int((tag.x2 - where.x1 - 12) * s), int((tag.y2 - where.y1 - 12) * s)]
+            inside[view].append(np.asarray(shown.crop(box).convert("L"), dtype=np.float32))
+
+    def contrast(views):
+        return min(float(np.sqrt(((a - b) ** 2).mean())) for a, b in itertools.combinations(views, 2))
+
+    assert contrast(inside["input"]) < 3.0 and contrast(inside["crop"]) > 50.0

@@ -1,0 +1,145 @@
+"""`mgpo reproduce`: the paper's effect on a CPU, end to end, with one command (README, Results).
+
+1. `mgpo sft` (configs/reproduce/sft.yaml): the cold-start model, grounding and recognition skills only.
+2. RL train and test splits of the same synthetic set (other seeds than the cold start's images).
+3. `mgpo train` for each method (configs/reproduce/<method>.yaml): MGPO, single-turn GRPO, multi-turn, all
+   from the cold-start model with the same steps, prompts, samples and seed.
+4. `mgpo eval` on the test split, each method in its own mode, of the cold-start model (`<run>/base/`) and
+   of the RL policy (`<run>/final/`), with the cold-start model as the base for the crop-alone ratio.
+5. `mgpo report`: curves and the results table; wall times per stage in `timings.json`.
+
+Every stage is a subprocess (each RL run starts its own Ray and Redis) and is skipped when its output is
+already there, so an interrupted reproduction continues where it stopped. `--smoke` runs every stage with
+a few steps and questions (CI: that the pipeline works, not what it reaches).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from services.config import load_sft_config
+
+METHODS = ("mgpo", "grpo", "multiturn")
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "reproduce"
+TRAIN_SEED, TEST_SEED = 0, 1
+
+
+class Plan:
+    """The sizes of one reproduction: the full experiment or the smoke version."""
+
+    def __init__(self, smoke: bool) -> None:
+        self.sft_steps = 12 if smoke else None  # None: the config's
+        self.rl_steps = 2 if smoke else None
+        self.train_n = 16 if smoke else 512
+        self.test_n = 8 if smoke else 96
+
+
+def _mgpo(*args: str) -> None:
+    command = [sys.executable, "-m", "services.cli", *args]
+    print("$ mgpo " + " ".join(args), flush=True)
+    subprocess.run(command, check=True)
+
+
+def _write_config(source: Path, out: Path, changes: dict[str, dict | str | int]) -> Path:
+    """`source` with `changes` merged in (one level deep), written to `out`: the exact config of a stage."""
+    raw = yaml.safe_load(source.read_text())
+    for key, value in changes.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def reproduce(out: str = "out/reproduce", smoke: bool = False) -> dict[str, object]:
+    from mgpo.data.dataset import write_synthetic
+
+    plan = Plan(smoke)
+    root = Path(out)
+    configs = root / "configs"
+    timings: dict[str, float] = {}
+    timings_path = root / "timings.json"
+    if timings_path.exists():
+        timings = json.loads(timings_path.read_text())
+
+    def timed(stage: str, done: Path, work: Callable[[], object]) -> None:
+        if done.exists():
+            print(f"{stage}: done before ({done})", flush=True)
+            return
+        started = time.perf_counter()
+        work()
+        timings[stage] = round(time.perf_counter() - started, 1)
+        timings_path.write_text(json.dumps(timings, indent=1))
+
+    sft_changes: dict = {"output_dir": str(root)}
+    if plan.sft_steps:
+        sft_changes.update(steps=plan.sft_steps, eval_every=plan.sft_steps, data={"train_n": 8, "eval_n": 2})
+    sft_config = _write_config(CONFIGS / "sft.yaml", configs / "sft.yaml", sft_changes)
+    sft = load_sft_config(sft_config)
+    base = sft.run_dir / "model"
+    timings_path.parent.mkdir(parents=True, exist_ok=True)
+    timed("sft", base / "config.json", lambda: _mgpo("sft", "--config", str(sft_config), "--resume"))
+
+    knobs = sft.data.knobs()
+    data = {"train": root / "data" / "train", "test": root / "data" / "test"}
+    for split, seed, n in (("train", TRAIN_SEED, plan.train_n), ("test", TEST_SEED, plan.test_n)):
+        timed(
+            f"data-{split}",
+            data[split] / "prompts.jsonl",
+            lambda split=split, seed=seed, n=n: write_synthetic(
+                data[split], n, seed, knobs=knobs, image_format="png", progress=False
+            ),
+        )
+
+    budget = ["--min-pixels", str(sft.min_pixels), "--max-pixels", str(sft.max_pixels)]
+    runs = []
+    for method in METHODS:
+        changes: dict = {
+            "output_dir": str(root),
+            "model": {"path": str(base)},
+            "data": {"path": str(data["train"])},
+        }
+        if plan.rl_steps:
+            changes["steps"] = plan.rl_steps
+        config = _write_config(CONFIGS / f"{method}.yaml", configs / f"{method}.yaml", changes)
+        run = root / method
+        runs.append(str(run))
+        timed(
+            f"train-{method}",
+            run / "final" / "config.json",
+            lambda c=config: _mgpo("train", "--config", str(c)),
+        )
+        for model, stage in ((base, "base"), (run / "final", "final")):
+            result = run / stage / f"eval-{method}.json"
+            timed(
+                f"eval-{method}-{stage}",
+                result,
+                lambda m=model, r=result, method=method: _mgpo(
+                    "eval",
+                    "--model",
+                    str(m),
+                    "--data",
+                    str(data["test"]),
+                    "--mode",
+                    method,
+                    "--base",
+                    str(base),
+                    "--out",
+                    str(r),
+                    *budget,
+                ),
+            )
+    timed(
+        "report",
+        root / "report" / "results.md",
+        lambda: _mgpo("report", *runs, "--out", str(root / "report")),
+    )
+    total = round(sum(timings.values()), 1)
+    print(f"reproduction: {total} s of stages; report in {root / 'report'}", flush=True)
+    return {"timings": timings, "total_seconds": total, "report": str(root / "report")}
