@@ -26,7 +26,7 @@ from mgpo.boxes import Box
 from mgpo.crop import render_view
 from mgpo.data.synth import QUESTIONS, SynthSample, Tag
 from mgpo.resize import FACTOR, PixelBudget, input_size
-from mgpo.templates import IM_END, LETTERS, format_choices, single_prompt
+from mgpo.templates import IM_END, LETTERS, MGPO, first_prompt, format_choices, single_prompt
 
 GROUNDING_SYSTEM = "You locate objects in images."
 GROUNDING_PROMPT = (
@@ -37,6 +37,16 @@ RECOGNITION_SYSTEM = "You answer questions about close-up images."
 RECOGNITION_PROMPT = (
     "This is a close-up.\nQuestion: {question}\nOptions:\n{choices}\n"
     "Put the letter of the right option in \\boxed{{}}."
+)
+# The product's own turn wording, with a description where the question goes: a base model's skills are not
+# tied to one prompt, and a tiny model that knows only GROUNDING_PROMPT answers the MGPO turn-1 prompt with
+# a letter, never a box (measured: no valid box in 40 RL steps x 32 samples), so RL has nothing to reinforce.
+# Some descriptions are phrased as questions (about where the tag is, never about its detail), as the
+# question is what fills that slot at RL time.
+DESCRIPTIONS = (
+    "Find the tag with the {frame} frame.",
+    "Where is the tag with the {frame} frame?",
+    "Which part of the image shows the tag with the {frame} frame?",
 )
 RECOGNITION_IN_CONTEXT_PROMPT = (
     "The second image is part of the first, enlarged.\nQuestion: {question}\nOptions:\n{choices}\n"
@@ -83,12 +93,24 @@ def box_json(box: Box, label: str = "tag") -> str:
     return f'```json\n[{{"bbox_2d": [{box.x1:.0f}, {box.y1:.0f}, {box.x2:.0f}, {box.y2:.0f}], "label": "{label}"}}]\n```'
 
 
-def grounding_example(sample: SynthSample, tag: Tag, budget: PixelBudget, cells: int) -> Example:
+def grounding_example(
+    sample: SynthSample,
+    tag: Tag,
+    budget: PixelBudget,
+    cells: int,
+    product_wording: bool = False,
+    phrasing: int = 0,
+) -> Example:
+    """The shrunk image and a description of `tag` -> its box; in GROUNDING_PROMPT's words, or in the MGPO
+    turn-1 template's (`product_wording`) with the description where the question would be."""
     original = sample.images[0]
     box = taught_box(tag, original.size, budget, cells)
-    prompt = single_prompt(GROUNDING_PROMPT.format(frame=tag.frame), 1, GROUNDING_SYSTEM)
-    reply = box_json(box) + IM_END
-    return Example("grounding", prompt, (render_view(original, None, budget),), reply, box_json(box))
+    if product_wording:
+        prompt, label = first_prompt(MGPO, DESCRIPTIONS[phrasing].format(frame=tag.frame), ()), "key region"
+    else:
+        prompt, label = single_prompt(GROUNDING_PROMPT.format(frame=tag.frame), 1, GROUNDING_SYSTEM), "tag"
+    reply = box_json(box, label) + IM_END
+    return Example("grounding", prompt, (render_view(original, None, budget),), reply, box_json(box, label))
 
 
 def question_about(sample: SynthSample, tag: Tag) -> str:
@@ -113,16 +135,21 @@ def recognition_example(
     scale: float,
     rng: random.Random,
     in_context: bool = False,
+    product_wording: bool = False,
 ) -> Example:
-    """A close-up of `tag` alone, or (`in_context`) after the whole shrunk image, and a question about it."""
+    """A close-up of `tag` alone, or (`in_context`) after the whole shrunk image, and a question about it;
+    in context, optionally in the MGPO turn-2 template's words."""
     original = sample.images[0]
     region = close_up_region(tag, original.size, scale, rng)
     letter = LETTERS[sample.choices.index(tag.value)]
     template = RECOGNITION_IN_CONTEXT_PROMPT if in_context else RECOGNITION_PROMPT
+    system = RECOGNITION_SYSTEM
+    if in_context and product_wording:
+        template, system = MGPO.after_crop, MGPO.system
     text = template.format(question=question_about(sample, tag), choices=format_choices(sample.choices))
     close_up = render_view(original, region, budget)
     images = (render_view(original, None, budget), close_up) if in_context else (close_up,)
-    prompt = single_prompt(text, len(images), RECOGNITION_SYSTEM)
+    prompt = single_prompt(text, len(images), system)
     return Example("recognition", prompt, images, f"\\boxed{{{letter}}}{IM_END}", letter)
 
 
@@ -135,11 +162,12 @@ def skill_examples(
     grounding_frames: tuple[str, ...] | None = None,
 ) -> list[Example]:
     """Both skills on every tag of one multiple-choice sample (close-ups alone or in context, by chance);
-    grounding only for tags whose frame is in `grounding_frames`, when given."""
+    grounding only for tags whose frame is in `grounding_frames`, when given. Either wording, by chance."""
     out = []
     for tag in sample.tags:
         if grounding_frames is None or tag.frame in grounding_frames:
-            out.append(grounding_example(sample, tag, budget, cells))
-        in_context = rng.random() < 0.5
-        out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng, in_context))
+            wording, phrasing = rng.random() < 0.5, rng.randrange(len(DESCRIPTIONS))
+            out.append(grounding_example(sample, tag, budget, cells, wording, phrasing))
+        in_context, wording = rng.random() < 0.5, rng.random() < 0.5
+        out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng, in_context, wording))
     return out

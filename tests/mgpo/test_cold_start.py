@@ -15,7 +15,7 @@ from mgpo.cold_start import (
 )
 from mgpo.data.synth import QUESTIONS, SynthKnobs, synth_choice_sample
 from mgpo.resize import FACTOR, PixelBudget, input_size
-from mgpo.templates import IM_END
+from mgpo.templates import IM_END, MGPO, system_turn
 
 BUDGET = PixelBudget(64 * FACTOR * FACTOR, 256 * FACTOR * FACTOR)
 
@@ -69,6 +69,13 @@ def test_a_grounding_example_asks_for_a_described_tag_and_teaches_its_box(sample
     size = example.images[0].size
     assert parse_box(example.reply, size).box == taught_box(tag, sample.images[0].size, BUDGET, 2)
     assert example.reply.endswith(IM_END)
+    worded = grounding_example(sample, tag, BUDGET, 2, product_wording=True)
+    assert (
+        worded.prompt.startswith(system_turn(MGPO.system))
+        and "Find the tag with the green frame." in worded.prompt
+    )
+    assert all(q not in worded.prompt for q in QUESTIONS.values()) and '"label": "key region"' in worded.reply
+    assert parse_box(worded.reply, size).box == parse_box(example.reply, size).box
 
 
 def test_a_recognition_example_shows_a_close_up_and_teaches_that_tags_letter(sample):
@@ -83,6 +90,10 @@ def test_a_recognition_example_shows_a_close_up_and_teaches_that_tags_letter(sam
     in_context = recognition_example(sample, tag, BUDGET, 2.5, random.Random(0), in_context=True)
     assert len(in_context.images) == 2 and in_context.prompt.count("<|image_pad|>") == 2
     assert in_context.images[1].size == example.images[0].size and in_context.target == example.target
+    worded = recognition_example(
+        sample, tag, BUDGET, 2.5, random.Random(0), in_context=True, product_wording=True
+    )
+    assert "Above is the region you chose" in worded.prompt and worded.reply == example.reply
 
 
 def test_skill_examples_cover_every_tag_with_both_skills(sample):
