@@ -40,7 +40,7 @@ RECOGNITION_PROMPT = (
 )
 # The product's own turn wording, with a description where the question goes: a base model's skills are not
 # tied to one prompt, and a tiny model that knows only GROUNDING_PROMPT answers the MGPO turn-1 prompt with
-# a letter, never a box (measured: no valid box in 40 RL steps x 32 samples), so RL has nothing to reinforce.
+# a letter, never a box (measured: no valid box in 25 RL steps x 32 samples), so RL has nothing to reinforce.
 # Some descriptions are phrased as questions (about where the tag is, never about its detail), as the
 # question is what fills that slot at RL time.
 DESCRIPTIONS = (

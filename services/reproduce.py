@@ -110,10 +110,11 @@ def reproduce(out: str = "out/reproduce", smoke: bool = False) -> dict[str, obje
         config = _write_config(CONFIGS / f"{method}.yaml", configs / f"{method}.yaml", changes)
         run = root / method
         runs.append(str(run))
+        resume = ["--resume"] if (run / "checkpoints").exists() else []  # an interrupted run goes on
         timed(
             f"train-{method}",
             run / "final" / "config.json",
-            lambda c=config: _mgpo("train", "--config", str(c)),
+            lambda c=config, r=resume: _mgpo("train", "--config", str(c), *r),
         )
         for model, stage in ((base, "base"), (run / "final", "final")):
             result = run / stage / f"eval-{method}.json"
