@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="0: tags anywhere; G: centred in cells of a G x G grid (square image)",
     )
     synth.add_argument(
-        "--position-cue", action="store_true", help="background colour ramps that show where a patch is"
+        "--position-cue",
+        action="store_true",
+        help="background colour ramps that show where a patch is (with --clutter 0)",
     )
     synth.set_defaults(func=cmd_data_synth)
 
@@ -346,8 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    import signal
+
     from services.reproduce import reproduce
 
+    # SIGTERM as an exception, so the running stage is terminated too, not left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(json.dumps(reproduce(args.out, smoke=args.smoke), indent=2))
     return 0
 

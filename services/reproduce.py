@@ -44,7 +44,15 @@ class Plan:
 def _mgpo(*args: str) -> None:
     command = [sys.executable, "-m", "services.cli", *args]
     print("$ mgpo " + " ".join(args), flush=True)
-    subprocess.run(command, check=True)
+    with subprocess.Popen(command) as child:
+        try:
+            code = child.wait()
+        except BaseException:  # interrupted: a stage left running would write into a later reproduction
+            child.terminate()
+            child.wait()
+            raise
+    if code:
+        raise subprocess.CalledProcessError(code, command)
 
 
 def _write_config(source: Path, out: Path, changes: dict[str, dict | str | int]) -> Path:
@@ -58,7 +66,7 @@ def _write_config(source: Path, out: Path, changes: dict[str, dict | str | int])
 
 
 def reproduce(out: str = "out/reproduce", smoke: bool = False) -> dict[str, object]:
-    from mgpo.data.dataset import write_synthetic
+    from mgpo.data.dataset import META_FILE, write_synthetic
 
     plan = Plan(smoke)
     root = Path(out)
@@ -84,14 +92,14 @@ def reproduce(out: str = "out/reproduce", smoke: bool = False) -> dict[str, obje
     sft = load_sft_config(sft_config)
     base = sft.run_dir / "model"
     timings_path.parent.mkdir(parents=True, exist_ok=True)
-    timed("sft", base / "config.json", lambda: _mgpo("sft", "--config", str(sft_config), "--resume"))
+    timed("sft", sft.run_dir / "summary.json", lambda: _mgpo("sft", "--config", str(sft_config), "--resume"))
 
     knobs = sft.data.knobs()
     data = {"train": root / "data" / "train", "test": root / "data" / "test"}
     for split, seed, n in (("train", TRAIN_SEED, plan.train_n), ("test", TEST_SEED, plan.test_n)):
         timed(
             f"data-{split}",
-            data[split] / "prompts.jsonl",
+            data[split] / META_FILE,  # written last: a split cut short is made again
             lambda split=split, seed=seed, n=n: write_synthetic(
                 data[split], n, seed, knobs=knobs, image_format="png", progress=False
             ),

@@ -73,6 +73,8 @@ class SynthKnobs:
             problems.append(f"grid must be 0 (free placement) or 2..16, got {self.grid}")
         if self.grid and self.grid**2 < self.distractors + 1:
             problems.append(f"a {self.grid}x{self.grid} grid has no room for {self.distractors + 1} tags")
+        if self.position_cue and self.clutter:
+            problems.append(f"position_cue paints over the background: clutter must be 0, got {self.clutter}")
         if self.grid and self.tag_size > self.min_side // self.grid:
             problems.append(
                 f"tag_size {self.tag_size} does not fit a cell of {self.min_side // self.grid} px"
@@ -227,8 +229,8 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
     width, height = (int(v) for v in rng.integers(knobs.min_side, knobs.max_side + 1, size=2))
     if knobs.grid:
         height = width
-    image = _background(width, height, knobs.clutter, rng)
-    if knobs.position_cue:
+    image = _background(width, height, knobs.clutter, rng)  # drawn either way: tags and answers must
+    if knobs.position_cue:  # not depend on the cue
         image = _position_background(width, height, rng)
     spots = _cell_spots(width, knobs.tag_size, knobs.grid, 1 + knobs.distractors, rng) if knobs.grid else []
     kind = knobs.kinds[int(rng.integers(0, len(knobs.kinds)))]

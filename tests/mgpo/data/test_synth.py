@@ -143,6 +143,8 @@ def test_grid_layout_centres_tags_in_distinct_cells_of_a_square_image():
         assert len(cells) == len(s.tags) == 4
     with pytest.raises(ValueError, match="no room for 5 tags"):
         SynthKnobs(grid=2, distractors=4)
+    with pytest.raises(ValueError, match="clutter must be 0"):
+        SynthKnobs(position_cue=True)
 
 
 def test_the_position_cue_ramps_red_across_and_blue_down():
