@@ -160,13 +160,15 @@ def skill_examples(
     scale: tuple[float, float],
     rng: random.Random,
     grounding_frames: tuple[str, ...] | None = None,
+    product_wording: float = 0.5,
 ) -> list[Example]:
     """Both skills on every tag of one multiple-choice sample (close-ups alone or in context, by chance);
-    grounding only for tags whose frame is in `grounding_frames`, when given. Either wording, by chance."""
+    grounding only for tags whose frame is in `grounding_frames`, when given. A `product_wording` share of
+    the grounding examples is in the MGPO turn-1 wording; recognition is in either wording, half and half."""
     out = []
     for tag in sample.tags:
         if grounding_frames is None or tag.frame in grounding_frames:
-            wording, phrasing = rng.random() < 0.5, rng.randrange(len(DESCRIPTIONS))
+            wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
             out.append(grounding_example(sample, tag, budget, cells, wording, phrasing))
         in_context, wording = rng.random() < 0.5, rng.random() < 0.5
         out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng, in_context, wording))

@@ -236,7 +236,13 @@ class SFTConfig(_Section):
     max_pixels: int = Field(256 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
     steps: int = Field(300, ge=1)
     batch: int = Field(8, ge=1, description="examples per optimizer step (skills mixed)")
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    grounding_share: float = Field(
+        0.5, gt=0.0, lt=1.0, description="share of grounding examples in each batch (the rest: recognition)"
+    )
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="peak learning rate")
+    lr_warmup_steps: int = Field(0, ge=0, description="linear warm-up from lr * lr_min_ratio to `lr`")
+    lr_decay_steps: int = Field(0, ge=0, description="the last steps: cosine decay to lr * lr_min_ratio")
+    lr_min_ratio: float = Field(0.05, ge=0.0, le=1.0)
     box_cells: int = Field(
         2, ge=2, le=8, description="taught boxes: cells of the 28-px grid a side (MGPO wants > 28 px)"
     )
@@ -245,6 +251,9 @@ class SFTConfig(_Section):
     )
     close_up_scale: tuple[float, float] = Field(
         (1.8, 3.2), description="close-up side / tag side, drawn uniformly"
+    )
+    product_wording: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of grounding examples in the MGPO turn-1 wording"
     )
     eval_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(100, ge=1)
@@ -259,6 +268,11 @@ class SFTConfig(_Section):
         if self.model.warmup_steps:
             raise ValueError(
                 "model.warmup_steps is the RL run's format warm start; the cold start replaces it"
+            )
+        if self.lr_warmup_steps + self.lr_decay_steps > self.steps:
+            raise ValueError(
+                f"lr_warmup_steps + lr_decay_steps ({self.lr_warmup_steps} + {self.lr_decay_steps}) "
+                f"exceed steps ({self.steps})"
             )
         if not 1.0 <= self.close_up_scale[0] <= self.close_up_scale[1]:
             raise ValueError(f"close_up_scale must be 1 <= low <= high, got {self.close_up_scale}")

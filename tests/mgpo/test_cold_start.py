@@ -103,6 +103,20 @@ def test_skill_examples_cover_every_tag_with_both_skills(sample):
     assert len(red) == 2  # the red tag no more often than the others
 
 
+@pytest.mark.parametrize(("share", "expected"), [(0.0, 0), (1.0, 40)])
+def test_product_wording_sets_the_share_of_grounding_in_the_mgpo_turn_1_template(sample, share, expected):
+    rng = random.Random(0)
+    grounding = [
+        e
+        for _ in range(10)
+        for e in skill_examples(sample, BUDGET, 2, (1.8, 3.2), rng, product_wording=share)
+        if e.skill == "grounding"
+    ]
+    in_mgpo_words = [e for e in grounding if e.prompt.startswith(system_turn(MGPO.system))]
+    assert len(grounding) == 40 and len(in_mgpo_words) == expected
+    assert all('"label": "key region"' in e.reply for e in in_mgpo_words)
+
+
 @pytest.mark.parametrize(("width", "period", "readable"), [(1, 3, False), (2, 4, False), (3, 6, True)])
 def test_stripes_vanish_at_the_input_budget_unless_too_coarse(width, period, readable):
     import numpy as np

@@ -31,6 +31,9 @@ def test_an_sft_config_reports_every_problem(tmp_path):
     path.write_text("model: {warmup_steps: 5}\n")
     with pytest.raises(ConfigError, match="the cold start replaces it"):
         load_sft_config(path)
+    path.write_text("steps: 100\nlr_warmup_steps: 10\nlr_decay_steps: 91\n")
+    with pytest.raises(ConfigError, match=r"\(10 \+ 91\) exceed steps \(100\)"):
+        load_sft_config(path)
 
 
 def test_shipped_configs_carry_the_settings_they_claim():

@@ -1,0 +1,69 @@
+"""`mgpo sft` on the tiny model: the learning-rate schedule and resuming from a checkpoint."""
+
+import json
+import math
+import random
+import shutil
+
+import pytest
+
+from learner.sft import mixed_batch, run_sft
+from services.config import SFTConfig
+
+
+@pytest.mark.parametrize(
+    ("shares", "size", "expected"),
+    [((0.5, 0.5), 8, "ggggrrrr"), ((0.75, 0.25), 8, "ggggggrr"), ((2 / 3, 1 / 3), 12, "g" * 8 + "r" * 4)],
+)
+def test_a_batch_holds_each_skills_share(shares, size, expected):
+    batch = mixed_batch([["g"] * 3, ["r"] * 50], shares, size, random.Random(0))
+    assert "".join(batch) == expected
+
+
+def test_a_skill_with_no_examples_leaves_the_whole_batch_to_the_other():
+    assert mixed_batch([[], ["r"]], (0.75, 0.25), 4, random.Random(0)) == ["r"] * 4
+
+
+def _lrs(run_dir) -> dict[int, float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {m["step"]: m["lr"] for m in map(json.loads, lines) if m["kind"] == "train"}
+
+
+@pytest.mark.slow
+def test_the_lr_warms_up_decays_to_its_floor_and_resumes_where_it_stopped(tmp_path):
+    config = SFTConfig.model_validate(
+        {
+            "output_dir": str(tmp_path / "full"),
+            "model": {"path": "tiny", "tiny_size": "xs", "tiny_tokenizer": "small"},
+            "data": {"train_n": 2, "eval_n": 1, "min_side": 512, "max_side": 512, "clutter": 0},
+            "steps": 5,
+            "batch": 2,
+            "lr": 1e-3,
+            "lr_warmup_steps": 1,
+            "lr_decay_steps": 4,
+            "lr_min_ratio": 0.1,
+            "eval_every": 5,
+            "checkpoint_every": 2,
+            "keep_checkpoints": 3,
+        }
+    )
+    run_sft(config)
+    full = _lrs(config.run_dir)
+    # Logged after each step's update: step s trained with lr(s - 1), the log shows lr(s).
+    cosine = [1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 1) / 4))) for s in range(1, 6)]
+    assert list(full) == [1, 2, 3, 4, 5]
+    assert list(full.values()) == pytest.approx(cosine)
+    assert full[5] == pytest.approx(1e-4)
+
+    # A run stopped after its step-2 checkpoint goes on with the same schedule, not a new warm-up.
+    cut = config.model_copy(update={"output_dir": str(tmp_path / "cut")})
+    (cut.run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(config.run_dir / "model-init", cut.run_dir / "model-init")
+    shutil.copytree(
+        config.run_dir / "checkpoints" / "step-000002", cut.run_dir / "checkpoints" / "step-000002"
+    )
+    summary = run_sft(cut, resume=True)
+    assert summary["steps"] == 5
+    resumed = _lrs(cut.run_dir)
+    assert list(resumed) == [3, 4, 5]
+    assert list(resumed.values()) == pytest.approx([full[3], full[4], full[5]])
