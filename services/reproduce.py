@@ -87,7 +87,13 @@ def reproduce(out: str = "out/reproduce", smoke: bool = False) -> dict[str, obje
 
     sft_changes: dict = {"output_dir": str(root)}
     if plan.sft_steps:
-        sft_changes.update(steps=plan.sft_steps, eval_every=plan.sft_steps, data={"train_n": 8, "eval_n": 2})
+        sft_changes.update(
+            steps=plan.sft_steps,
+            eval_every=plan.sft_steps,
+            lr_warmup_steps=0,
+            lr_decay_steps=0,
+            data={"train_n": 8, "eval_n": 2},
+        )
     sft_config = _write_config(CONFIGS / "sft.yaml", configs / "sft.yaml", sft_changes)
     sft = load_sft_config(sft_config)
     base = sft.run_dir / "model"
