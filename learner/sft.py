@@ -184,6 +184,11 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     step = 0
     if checkpoint is not None:
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        if not (checkpoint / "schedule.pt").exists():
+            raise FileNotFoundError(
+                f"{checkpoint} has no schedule.pt (written before `mgpo sft` had an lr schedule): "
+                "run without --resume to start the cold start anew"
+            )
         schedule.load_state_dict(torch.load(checkpoint / "schedule.pt", weights_only=True))
         step = json.loads((checkpoint / "state.json").read_text())["step"]
         console.print(f"resuming from {checkpoint} (step {step})")

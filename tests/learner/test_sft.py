@@ -67,3 +67,8 @@ def test_the_lr_warms_up_decays_to_its_floor_and_resumes_where_it_stopped(tmp_pa
     resumed = _lrs(cut.run_dir)
     assert list(resumed) == [3, 4, 5]
     assert list(resumed.values()) == pytest.approx([full[3], full[4], full[5]])
+
+    # A checkpoint from before the schedule existed is refused with the way out, not a bare missing file.
+    (cut.run_dir / "checkpoints" / "step-000005" / "schedule.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="run without --resume"):
+        run_sft(cut, resume=True)
