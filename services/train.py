@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actors.rollout_actor import ActorSpec, start_rollout_actor
@@ -323,7 +324,7 @@ class Trainer:
             try:
                 self.pids[name] = ray.get(ready)["pid"]
             except ray.exceptions.RayError as err:
-                self.console.print(f"[red]actor {name} failed to start[/]: {_first_line(err)}")
+                self.console.print(f"[red]actor {name} failed to start[/]: {_shown(err)}")
                 continue
             self.members[name] = handle
             self.runs[name] = handle.run.remote()
@@ -403,11 +404,11 @@ class Trainer:
                 ray.get(ref, timeout=0)
             except (ray.exceptions.RayError, TimeoutError) as err:
                 failed.append(name)
-                self.console.print(f"[yellow]sync to {name} failed[/]: {_first_line(err)}")
+                self.console.print(f"[yellow]sync to {name} failed[/]: {_shown(err)}")
         try:
             stats = ray.get(sender, timeout=0)
         except (ray.exceptions.RayError, TimeoutError) as err:
-            self.console.print(f"[yellow]broadcast failed[/]: {_first_line(err)}")
+            self.console.print(f"[yellow]broadcast failed[/]: {_shown(err)}")
             stats = None
         if failed or stats is None:
             self._address = None  # the next try forms a new generation without the failed members
@@ -504,7 +505,7 @@ class Trainer:
                             break
                 except ray.exceptions.RayActorError as err:
                     self.console.print(
-                        f"[red]learner died[/] ({_first_line(err)}): restarting from its checkpoint"
+                        f"[red]learner died[/] ({_shown(err)}): restarting from its checkpoint"
                     )
                     self._start_learner(resume=True)
                     version = ray.get(self.learner.info.remote())["version"]
@@ -572,7 +573,7 @@ class Trainer:
             folder = ray.get(self.learner.checkpoint.remote())
             self.console.print(f"checkpoint {folder}")
         except ray.exceptions.RayError as err:
-            self.console.print(f"[red]checkpoint failed[/]: {_first_line(err)}")
+            self.console.print(f"[red]checkpoint failed[/]: {_shown(err)}")
 
     def summary(self) -> dict[str, object]:
         t = self.totals
@@ -631,6 +632,12 @@ def _close(handle: object) -> None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return next((line for line in reversed(text) if line.strip()), type(err).__name__)[:300]
+
+
+def _shown(err: BaseException) -> str:
+    """`err` for the console: errors quote text like gloo's `[/path/pair.cc:537]`, which rich would take for
+    a closing markup tag and raise on, killing the run that was reporting a failure it survives."""
+    return escape(_first_line(err))
 
 
 def run_state_of(config: RunConfig) -> RunState:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from safetensors.torch import load_file
 
 from services.metrics_log import read_metrics
+from services.train import _shown
 
 pytestmark = pytest.mark.slow
 PROMPTS = 24
@@ -145,3 +147,11 @@ def test_a_run_survives_adding_an_actor_killing_an_actor_and_killing_the_learner
     after = load_file(str(next((run_dir / "final").glob("*.safetensors"))))
     moved = [k for k in before if k in after and not (before[k] == after[k]).all()]
     assert moved, "no weight changed: the learner never stepped"
+
+
+def test_a_failure_that_quotes_a_bracketed_path_prints_as_text():
+    # gloo's errors start with their source location; rich read it as a closing tag and the run died.
+    err = RuntimeError("[/__w/pytorch/third_party/gloo/transport/tcp/pair.cc:537] Connection closed by peer")
+    console = Console(record=True, width=200)
+    console.print(f"[yellow]sync to e2e-actor-1 failed[/]: {_shown(err)}")
+    assert console.export_text().strip() == f"sync to e2e-actor-1 failed: {err}"
