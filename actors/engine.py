@@ -53,7 +53,7 @@ class Engine(Protocol):
         ...
 
     def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
-        """Receive the learner's broadcast (learner.broadcast.Address, our rank, wire plan) and tag it
+        """Receive the learner's broadcast (runtime.broadcast.Address, our rank, wire plan) and tag it
         `version`; all buckets land before any is applied."""
         ...
 

@@ -93,7 +93,7 @@ class HFEngine:
             )
 
     def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
-        from learner.broadcast import Address, join, plan_from_wire, receive_all
+        from runtime.broadcast import Address, join, plan_from_wire, receive_all
 
         address = Address(*address)
         if self._group is None or self._group[0] != address:  # a restarted learner counts generations anew

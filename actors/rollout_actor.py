@@ -19,10 +19,10 @@ from actors.loop import Loop, RolloutSettings, Tokenizer
 from mgpo.images import ImageStore
 from mgpo.resize import PixelBudget
 from mgpo.templates import Mode, template_for
-from services.metrics import RolloutMetrics, serve_metrics, unregister
-from services.queue import Queue, group_id
-from services.run_state import RunState
-from services.trajectories import crop_area_ratios, group_entry, push_recent
+from runtime.metrics import RolloutMetrics, serve_metrics, unregister
+from runtime.queue import Queue, group_id
+from runtime.run_state import RunState
+from runtime.trajectories import crop_area_ratios, group_entry, push_recent
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from safetensors.torch import load_file
 
-from learner.broadcast import Address, join, plan_from_wire, receive_all
+from runtime.broadcast import Address, join, plan_from_wire, receive_all
 
 
 class WeightReload:

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from learner.broadcast import plan_for, receive, send
 from mgpo.models.tiny import build_tiny, load_policy
 from mgpo.models.weights import policy_state
-from services.redis_server import free_port
+from runtime.broadcast import plan_for, receive, send
+from runtime.redis_server import free_port
 
 RECEIVERS = 2
 

@@ -23,9 +23,9 @@ from actors.rollout_actor import ActorSpec, RolloutWorker
 from mgpo.data.dataset import open_store, read_prompts, write_synthetic
 from mgpo.models.tiny import build_tiny
 from mgpo.resize import FACTOR, PixelBudget
-from services.queue import Queue
-from services.redis_server import RedisServer
-from services.trajectories import crop_area_ratios, group_entry, push_recent
+from runtime.queue import Queue
+from runtime.redis_server import RedisServer
+from runtime.trajectories import crop_area_ratios, group_entry, push_recent
 
 BUDGET = PixelBudget(64 * FACTOR * FACTOR, 256 * FACTOR * FACTOR)
 

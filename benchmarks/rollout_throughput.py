@@ -24,8 +24,8 @@ from mgpo.data.dataset import open_store, read_prompts, write_synthetic
 from mgpo.models.tiny import build_tiny
 from mgpo.resize import FACTOR, PixelBudget
 from mgpo.templates import MGPO, first_prompt
-from services.queue import Queue
-from services.redis_server import RedisServer
+from runtime.queue import Queue
+from runtime.redis_server import RedisServer
 
 BUDGET = PixelBudget(64 * FACTOR * FACTOR, 256 * FACTOR * FACTOR)
 

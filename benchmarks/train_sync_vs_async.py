@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from services.config import load_config
+from runtime.config import load_config
 from services.train import Trainer
 
 KEYS = (

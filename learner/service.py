@@ -22,7 +22,6 @@ from pathlib import Path
 import redis
 import torch
 
-from learner.broadcast import Address, join, plan_for, send, wire_plan
 from learner.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
 from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks
 from learner.step import mgpo_step
@@ -32,10 +31,11 @@ from mgpo.metrics import summarize
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.models.weights import policy_state, save_weights
 from mgpo.records import TrajectoryGroup
-from services.metrics import LearnerMetrics, serve_metrics
-from services.queue import Queue
-from services.redis_server import free_port, node_ip
-from services.run_state import RunState
+from runtime.broadcast import Address, join, plan_for, send, wire_plan
+from runtime.metrics import LearnerMetrics, serve_metrics
+from runtime.queue import Queue
+from runtime.redis_server import free_port, node_ip
+from runtime.run_state import RunState
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.resize import PixelBudget
 from mgpo.rewards import choice_reward
-from services.config import SFTConfig
+from runtime.config import SFTConfig
 
 
 def build_examples(config: SFTConfig, seed: int, n: int, desc: str) -> list[Example]:

@@ -18,34 +18,8 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-
-class AutoscaleConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = False
-    min_actors: int = Field(1, ge=0)
-    max_actors: int = Field(8, ge=1)
-    starving_above: float = Field(0.5, gt=0.0, lt=1.0, description="learner wait share that adds an actor")
-    surplus_below: float = Field(
-        0.1, ge=0.0, lt=1.0, description="wait share under which a surplus removes one"
-    )
-    surplus_groups: float = Field(
-        2.0, gt=0.0, description="groups waiting, in learner steps, that is a surplus"
-    )
-    cooldown_s: float = Field(120.0, ge=0.0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AutoscaleConfig:
-        if self.min_actors > self.max_actors:
-            raise ValueError(f"min_actors {self.min_actors} > max_actors {self.max_actors}")
-        if self.surplus_below >= self.starving_above:
-            raise ValueError(
-                f"surplus_below {self.surplus_below} must be under starving_above {self.starving_above}, "
-                "or the policy would add and remove actors on the same signal"
-            )
-        return self
+from runtime.config import AutoscaleConfig, parse_config
+from runtime.run_state import RunState
 
 
 class Signal(NamedTuple):
@@ -94,9 +68,6 @@ class Autoscaler:
         self._stop = threading.Event()
 
     def tick(self, now: float) -> None:
-        from services.config import parse_config
-        from services.run_state import RunState
-
         for view in self.runs.views():  # type: ignore[attr-defined]
             config = parse_config(view.config, f"run {view.name}")
             if view.status != "running" or not config.autoscale.enabled:

@@ -120,14 +120,14 @@ def _default_engine() -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from services.demo import run_demo
+    from recipes.demo import run_demo
 
     run_demo(args.out, seed=args.seed)
     return 0
 
 
 def _config(args: argparse.Namespace) -> object:
-    from services.config import load_config
+    from runtime.config import load_config
 
     config = load_config(args.config)
     overrides = {k: v for k, v in (("name", args.name), ("output_dir", args.output_dir)) if v is not None}
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     import signal
 
-    from services.reproduce import reproduce
+    from recipes.reproduce import reproduce
 
     # SIGTERM as an exception, so the running stage is terminated too, not left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -360,7 +360,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     from learner.sft import run_sft
-    from services.config import load_sft_config
+    from runtime.config import load_sft_config
 
     print(json.dumps(run_sft(load_sft_config(args.config), resume=args.resume), indent=2))
     return 0
@@ -369,7 +369,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from services.evaluate import run_eval
+    from recipes.evaluate import run_eval
 
     out = args.out or str(Path(args.model) / f"eval-{args.mode}.json")
     result = run_eval(
@@ -388,7 +388,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from services.report import write_report
+    from recipes.report import write_report
 
     print(json.dumps(write_report(args.runs, args.out), indent=2))
     return 0
@@ -400,10 +400,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from runtime.config import load_serve_config
+    from runtime.redis_server import persistent_server
     from services.auth import configured_token
-    from services.config import load_serve_config
     from services.control import create_app
-    from services.redis_server import persistent_server
 
     settings = load_serve_config(args.config)
     redis_url = (

@@ -1,6 +1,6 @@
 """The control plane: a FastAPI app over the run registry in Redis (`mgpo serve`).
 
-It owns no training state: runs live in Redis (services.runs, services.run_state, the streams) and in their
+It owns no training state: runs live in Redis (services.runs, runtime.run_state, the streams) and in their
 driver processes, so a restarted control plane re-attaches to whatever is running. Mutations need the bearer
 token (services.auth); reads need it only with `auth_reads`. Bad input is a 4xx with a JSON `detail`.
 """
@@ -30,15 +30,15 @@ from mgpo.boxes import Box
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.images import ImageError, ImageStore
 from mgpo.records import PromptRecord, RecordError, TaskKind
+from runtime.config import ConfigError, RunConfig, ServeConfig, parse_config
+from runtime.metrics import RunsCollector, discovery
+from runtime.queue import Queue, QueueFull
+from runtime.run_state import RunState
+from runtime.trajectories import read_recent
 from services import auth
 from services.autoscale import Autoscaler
-from services.config import ConfigError, RunConfig, ServeConfig, parse_config
 from services.launcher import launch_driver
-from services.metrics import RunsCollector, discovery
-from services.queue import Queue, QueueFull
-from services.run_state import RunState
 from services.runs import ENDED, Runs, RunView
-from services.trajectories import read_recent
 
 VIEWER = Path(__file__).parent / "viewer"
 HASH = r"^[0-9a-f]{64}$"

@@ -3,7 +3,7 @@
 - `mgpo:runs`: the set of run names;
 - `mgpo:<run>:meta`: status, run folder, config (JSON), driver pid and host, error, timestamps;
 - `mgpo:<run>:actors`: rollout actor name -> membership state (joining | running | leaving), by the driver;
-- plus the run state (services.run_state) and the streams (services.queue).
+- plus the run state (runtime.run_state) and the streams (runtime.queue).
 
 Status: `created` (driver starting) -> `running` -> `finished` | `stopped` | `failed`. A `running` run whose
 driver has not beaten its heart for `LOST_AFTER_S` is reported `lost` (its driver died without a word).
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from services.queue import Queue
-from services.run_state import RunState
+from runtime.queue import Queue
+from runtime.run_state import RunState
 
 RUNS_KEY = "mgpo:runs"
 LOST_AFTER_S = 180.0

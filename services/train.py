@@ -32,13 +32,13 @@ from learner.service import LearnerSpec, start_learner
 from mgpo.data.dataset import read_prompts
 from mgpo.loss import LossConfig
 from mgpo.resize import PixelBudget
+from runtime.config import RunConfig
+from runtime.metrics import unregister
+from runtime.metrics_log import MetricsLog
+from runtime.queue import Queue
+from runtime.redis_server import RedisServer
+from runtime.run_state import RunState
 from services.autoscale import wait_share_average
-from services.config import RunConfig
-from services.metrics import unregister
-from services.metrics_log import MetricsLog
-from services.queue import Queue
-from services.redis_server import RedisServer
-from services.run_state import RunState
 from services.runs import Runs
 
 

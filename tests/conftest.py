@@ -39,7 +39,7 @@ def tiny_qwen(tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_server():
     """A private Redis-protocol server for the test session (never on Ray's port 6379)."""
-    from services.redis_server import RedisServer
+    from runtime.redis_server import RedisServer
 
     with RedisServer() as server:
         yield server

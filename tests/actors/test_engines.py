@@ -9,12 +9,12 @@ from actors import vllm_compat
 from actors.engine import Prompt, Sampling
 from actors.hf_engine import HFEngine
 from actors.loop import Tokenizer
-from learner.broadcast import Address, join, plan_for, send, wire_plan
 from mgpo.crop import render_view
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.models.tiny import load_policy
 from mgpo.models.weights import policy_state, save_weights
 from mgpo.templates import MGPO, first_prompt, followup
+from runtime.broadcast import Address, join, plan_for, send, wire_plan
 from tests.actors.conftest import REPLY1
 from tests.conftest import TINY_BUDGET
 

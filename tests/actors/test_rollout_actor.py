@@ -7,7 +7,7 @@ import redis
 
 from actors.rollout_actor import ActorSpec, RolloutWorker, start_rollout_actor
 from mgpo.data.dataset import open_store, read_prompts
-from services.queue import Queue, group_id
+from runtime.queue import Queue, group_id
 
 pytestmark = pytest.mark.slow
 _runs = itertools.count()

@@ -208,13 +208,13 @@ def test_the_shapes_ask_for_the_gpus_they_promise(rendered):
 
 
 def test_the_run_defaults_are_a_valid_run_config(rendered):
-    from services.config import parse_config
+    from runtime.config import parse_config
 
     _, objects = rendered
     data = _kind(objects, "ConfigMap", "-config")["data"]
     run = parse_config(yaml.safe_load(data["run.yaml"]), "run.yaml")
     assert run.rollout.engine == "vllm" and run.metrics.learner_port == 9400
     serve = yaml.safe_load(data["serve.yaml"])
-    from services.config import ServeConfig
+    from runtime.config import ServeConfig
 
     assert ServeConfig.model_validate(serve).run_defaults == "/etc/mgpo/run.yaml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.metrics import exported_names
+from runtime.metrics import exported_names
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "mgpo-rules.yaml"

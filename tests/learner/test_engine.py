@@ -6,7 +6,7 @@ from learner.step import mgpo_step, torch_optimizer_step
 from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
 from mgpo.models.tiny import load_policy, load_processor
-from services.redis_server import free_port
+from runtime.redis_server import free_port
 from tests.learner.conftest import rewarded, rollout_groups
 
 pytestmark = pytest.mark.slow

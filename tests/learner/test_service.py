@@ -11,8 +11,8 @@ import torch
 from learner.service import Learner, LearnerSpec
 from mgpo.loss import LossConfig
 from mgpo.models.weights import policy_state
-from services.queue import Queue
-from services.run_state import RunState
+from runtime.queue import Queue
+from runtime.run_state import RunState
 from tests.learner.conftest import rewarded, rollout_groups
 
 pytestmark = pytest.mark.slow

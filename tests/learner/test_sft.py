@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from learner.sft import mixed_batch, run_sft
-from services.config import SFTConfig
+from runtime.config import SFTConfig
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ import redis
 from pydantic import ValidationError
 
 from mgpo.records import PromptRecord, TaskKind
+from runtime.config import RunConfig
+from runtime.queue import Queue
+from runtime.run_state import RunState
 from services.autoscale import AutoscaleConfig, Autoscaler, Signal, decide, wait_share_average
-from services.config import RunConfig
-from services.queue import Queue
-from services.run_state import RunState
 from services.runs import Runs
 
 CONFIG = AutoscaleConfig(enabled=True, min_actors=1, max_actors=4, cooldown_s=60)

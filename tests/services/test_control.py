@@ -19,13 +19,13 @@ from mgpo.boxes import Box
 from mgpo.crop import View
 from mgpo.data.dataset import read_prompts, write_synthetic
 from mgpo.records import TrajectoryGroup, TrajectorySample
-from services.config import RunConfig, ServeConfig
+from runtime.config import RunConfig, ServeConfig
+from runtime.metrics import LearnerMetrics, serve_metrics
+from runtime.queue import Queue
+from runtime.run_state import RunState
+from runtime.trajectories import group_entry, push_recent
 from services.control import create_app
-from services.metrics import LearnerMetrics, serve_metrics
-from services.queue import Queue
-from services.run_state import RunState
 from services.runs import Runs
-from services.trajectories import group_entry, push_recent
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -368,7 +368,7 @@ def test_posted_configs_are_merged_over_the_run_defaults(redis_server, tmp_path,
 
 
 def test_a_broken_run_defaults_file_stops_the_service_at_start(redis_server, tmp_path):
-    from services.config import ConfigError
+    from runtime.config import ConfigError
 
     settings = ServeConfig(state_dir=str(tmp_path), run_defaults=str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="missing.yaml"):

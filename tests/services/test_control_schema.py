@@ -12,10 +12,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from services.config import RunConfig, ServeConfig
+from runtime.config import RunConfig, ServeConfig
+from runtime.redis_server import RedisServer
+from runtime.run_state import RunState
 from services.control import create_app
-from services.redis_server import RedisServer
-from services.run_state import RunState
 from services.runs import Runs
 
 TOKEN = "schema-token"

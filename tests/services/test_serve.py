@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.redis_server import free_port
+from runtime.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 TOKEN = "e2e-token"

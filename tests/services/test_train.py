@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from safetensors.torch import load_file
 
-from services.metrics_log import read_metrics
+from runtime.metrics_log import read_metrics
 from services.train import _shown
 
 pytestmark = pytest.mark.slow

@@ -125,7 +125,7 @@ def test_write_synthetic_writes_a_readable_dataset_folder(tmp_path):
 
 
 def _reproduce_knobs() -> SynthKnobs:
-    from services.config import load_sft_config
+    from runtime.config import load_sft_config
 
     return load_sft_config("configs/reproduce/sft.yaml").data.knobs()
 

@@ -6,7 +6,7 @@ The hash `mgpo:<run>:state` holds:
   admission control, as in a standalone rollout);
 - `admitted`: prompts actors have taken to roll out (new reads only; a reclaimed prompt was admitted once);
 - `returned`: groups the learner received but did not use (stale, duplicate, unreadable);
-- `fed`: prompts the feeder has appended (kept by services.queue in the same transaction as the append);
+- `fed`: prompts the feeder has appended (kept by runtime.queue in the same transaction as the append);
 - `desired_actors`: how many rollout actors the run should have (the driver reconciles towards it);
 - `paused`: 1 stops admission: actors finish what they hold and take nothing new, the learner waits;
 - `enqueued`: prompts added over the control plane (not the feeder's: `fed` stays its resume position);

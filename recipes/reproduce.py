@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from services.config import load_sft_config
+from runtime.config import load_sft_config
 
 METHODS = ("mgpo", "grpo", "multiturn")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "reproduce"

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mgpo.templates import Mode
-from services.config import ConfigError, RunConfig, SFTConfig, load_config, load_sft_config, parse_config
+from runtime.config import ConfigError, RunConfig, SFTConfig, load_config, load_sft_config, parse_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 

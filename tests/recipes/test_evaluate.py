@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from services.evaluate import summarize
-from services.metrics_log import MetricsLog
-from services.report import smooth, write_report
+from recipes.evaluate import summarize
+from recipes.report import smooth, write_report
+from runtime.metrics_log import MetricsLog
 
 
 def _row(correct, valid, crop, iou, alone=None, holds=False):

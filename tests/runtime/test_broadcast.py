@@ -6,8 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from learner.broadcast import pack, plan_buckets, plan_for, receive, send, unpack
-from services.redis_server import free_port
+from runtime.broadcast import pack, plan_buckets, plan_for, receive, send, unpack
+from runtime.redis_server import free_port
 
 
 def test_plan_groups_by_dtype_and_respects_the_bucket_size():

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mgpo.data.synth import SynthKnobs
 from mgpo.resize import FACTOR
 from mgpo.templates import Mode
-from services.autoscale import AutoscaleConfig
 
 
 class ConfigError(ValueError):
@@ -140,6 +139,33 @@ class MetricsConfig(_Section):
         0, ge=0, le=65535, description="0: any free port; a fixed one is tried upwards when taken (pods)"
     )
     recent: int = Field(200, ge=1, le=10_000, description="trajectory groups kept in Redis for the viewer")
+
+
+class AutoscaleConfig(_Section):
+    """The autoscaling policy's bounds and thresholds (services.autoscale.decide)."""
+
+    enabled: bool = False
+    min_actors: int = Field(1, ge=0)
+    max_actors: int = Field(8, ge=1)
+    starving_above: float = Field(0.5, gt=0.0, lt=1.0, description="learner wait share that adds an actor")
+    surplus_below: float = Field(
+        0.1, ge=0.0, lt=1.0, description="wait share under which a surplus removes one"
+    )
+    surplus_groups: float = Field(
+        2.0, gt=0.0, description="groups waiting, in learner steps, that is a surplus"
+    )
+    cooldown_s: float = Field(120.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscaleConfig:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors {self.min_actors} > max_actors {self.max_actors}")
+        if self.surplus_below >= self.starving_above:
+            raise ValueError(
+                f"surplus_below {self.surplus_below} must be under starving_above {self.starving_above}, "
+                "or the policy would add and remove actors on the same signal"
+            )
+        return self
 
 
 class RunConfig(_Section):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from services.reproduce import METHODS
+from recipes.reproduce import METHODS
 
 pytestmark = pytest.mark.slow
 

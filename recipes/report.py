@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from services.metrics_log import read_metrics
+from runtime.metrics_log import read_metrics
 
 CURVES = (("accuracy", "accuracy (training rollouts)"), ("valid_grounding_ratio", "valid-grounding ratio"))
 COLUMNS = (
