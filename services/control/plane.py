@@ -1,0 +1,179 @@
+"""What one control-plane process holds (its Redis client, the run registry, the autoscaler, the drivers it
+started) and the service functions the routers call. Training state is never here: it lives in Redis and in
+the drivers, so a restarted control plane re-attaches to whatever is running."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+from fastapi import HTTPException
+from prometheus_client import CollectorRegistry
+
+from mgpo.boxes import Box
+from mgpo.images import ImageStore
+from mgpo.records import PromptRecord, TaskKind
+from runtime.config import ConfigError, RunConfig, ServeConfig, parse_config
+from runtime.metrics import RunsCollector
+from runtime.queue import Queue, QueueFull
+from services.autoscale import Autoscaler
+from services.control.schemas import PromptIn, RunOut
+from services.launcher import launch_driver
+from services.runs import Runs, RunView
+
+
+class ControlPlane:
+    def __init__(self, settings: ServeConfig, redis_url: str) -> None:
+        self.settings, self.redis_url = settings, redis_url
+        self.client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
+        self.runs = Runs(self.client)
+        self.autoscaler = Autoscaler(self.runs, settings.autoscale_interval_s)
+        self.drivers: dict[str, subprocess.Popen[bytes]] = {}  # the drivers this process started
+        self.state_dir = Path(settings.state_dir).resolve()
+        self.run_defaults = _run_defaults(settings)
+        self.upload_limit = settings.max_upload_mb << 20
+        self.registry = CollectorRegistry()
+        self.registry.register(RunsCollector(self.views))
+
+    # ---- runs ---------------------------------------------------------------------------------------
+
+    def view(self, name: str) -> RunView | None:
+        view = self.runs.view(name)
+        return None if view is None else self.reaped(view)
+
+    def views(self) -> list[RunView]:
+        return [self.reaped(v) for v in self.runs.views()]
+
+    def reaped(self, view: RunView) -> RunView:
+        """A driver this process started that exited before recording its status is `failed`, with its log."""
+        process = self.drivers.get(view.name)
+        if process is None or process.poll() is None:
+            return view
+        del self.drivers[view.name]
+        fresh = self.runs.view(view.name) or view
+        if fresh.status in ("created", "running") and process.returncode != 0:
+            log = Path(fresh.run_dir) / "driver.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            error = f"driver exited with code {process.returncode}: {tail[0] if tail else ''}"[:500]
+            self.runs.set(view.name, status="failed", error=error)
+            fresh = self.runs.view(view.name) or fresh
+        return fresh
+
+    def out(self, view: RunView) -> RunOut:
+        decision = self.autoscaler.decisions.get(view.name)
+        return _out(view).model_copy(
+            update={"autoscale": f"{decision[0]}: {decision[1]}" if decision else None}
+        )
+
+    def run_config(self, raw: dict[str, Any]) -> RunConfig:
+        """The posted config over the defaults, placed on this control plane's Ray and state folder (and its
+        Redis: see `launch`)."""
+        raw = _merge(self.run_defaults, raw)
+        raw["output_dir"] = str(self.state_dir)
+        if self.settings.ray_address is not None and "ray_address" not in raw:
+            raw["ray_address"] = self.settings.ray_address
+        try:
+            return parse_config(raw, "config")
+        except ConfigError as err:
+            raise HTTPException(422, str(err)) from err
+
+    def launch(self, config: RunConfig, resume: bool) -> None:
+        """Start the run's driver. It gets this control plane's Redis in its environment (a password stays out
+        of files)."""
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        path = config.run_dir / "request.yaml"
+        path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        process = launch_driver(path, config.run_dir, resume, {"MGPO_REDIS_URL": self.redis_url})
+        self.drivers[config.name] = process
+        self.runs.set(config.name, driver_pid=process.pid)
+
+    # ---- data ---------------------------------------------------------------------------------------
+
+    def put(self, run: str, records: list[PromptRecord]) -> list[str]:
+        try:
+            return Queue(self.client, run, "control").put_prompts(records, timeout_s=5.0, counter="enqueued")
+        except QueueFull as err:
+            raise HTTPException(429, f"the prompt stream is full; try again later ({err})") from err
+
+
+def image_store(view: RunView) -> ImageStore:
+    config = parse_config(view.config, f"run {view.name} config")
+    return ImageStore(config.data_dir / "images")
+
+
+def prompt_record(p: PromptIn, index: int) -> PromptRecord:
+    return PromptRecord(
+        id=p.id or f"api-{time.time_ns()}-{index}",
+        kind=TaskKind(p.kind),
+        question=p.question,
+        images=tuple(p.images),
+        answer=p.answer,
+        choices=tuple(p.choices),
+        target_box=Box(*p.target_box) if p.target_box is not None else None,
+        source="api",
+    )
+
+
+def region_box(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """`x1,y1,x2,y2` in original pixels, checked against the image's size, as PIL's crop box."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError as err:
+        raise HTTPException(422, "region is x1,y1,x2,y2 (four numbers)") from err
+    w, h = size
+    if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+        raise HTTPException(422, f"region {text} is not inside the {w}x{h} image with x1 < x2, y1 < y2")
+    return int(x1), int(y1), max(int(x1) + 1, int(x2)), max(int(y1) + 1, int(y2))
+
+
+def _run_defaults(settings: ServeConfig) -> dict[str, Any]:
+    """The run defaults file, read once at start-up: a broken one stops `mgpo serve` with its reason."""
+    if settings.run_defaults is None:
+        return {}
+    try:
+        raw = yaml.safe_load(Path(settings.run_defaults).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"run_defaults {settings.run_defaults}: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"run_defaults {settings.run_defaults}: the top level must be a mapping")
+    return raw
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` wins; mappings are merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+def _out(view: RunView) -> RunOut:
+    last = None
+    path = Path(view.run_dir) / "metrics.jsonl"
+    if path.exists():
+        with open(path, "rb") as f:
+            lines = [line for line in f.read()[-65536:].splitlines() if b'"kind": "step"' in line]
+        last = json.loads(lines[-1]) if lines else None
+    status_ = "stopping" if view.state.get("stop") and view.status == "running" else view.status
+    return RunOut(
+        name=view.name,
+        status=status_,
+        run_dir=view.run_dir,
+        created=view.created,
+        driver_pid=view.driver_pid,
+        error=view.error,
+        version=view.state.get("version", 0),
+        paused=bool(view.state.get("paused", 0)),
+        stop_requested=bool(view.state.get("stop", 0)),
+        state=view.state,
+        queue=view.queue,
+        actors=view.actors,
+        last_step=last,
+        wait_share=view.wait_share,
+    )

@@ -1,0 +1,1 @@
+"""One router per resource: health, metrics, runs, data (images, prompts, datasets), viewer."""

@@ -1,0 +1,81 @@
+"""The control plane's request and response bodies (storage types are the registry's, services.runs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+HASH = r"^[0-9a-f]{64}$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(_Body):
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="a run config, as in the YAML files (name, model, rollout, ...)"
+    )
+
+
+class Scale(_Body):
+    actors: int = Field(ge=0, le=1024, description="desired rollout actors")
+
+
+class PromptIn(_Body):
+    id: str | None = Field(None, max_length=200, description="default: a fresh id")
+    kind: Literal["multiple_choice", "counting"] = "multiple_choice"
+    question: str = Field(min_length=1, max_length=4000)
+    images: list[Annotated[str, Field(pattern=HASH)]] = Field(
+        min_length=1, max_length=8, description="content hashes from POST /runs/{name}/images"
+    )
+    answer: str = Field(min_length=1, max_length=200)
+    choices: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=26)
+    target_box: tuple[float, float, float, float] | None = Field(
+        None, description="hidden true region in original pixels (evaluation only; never rewarded)"
+    )
+
+    @model_validator(mode="after")
+    def _answer(self) -> PromptIn:
+        if self.kind == "multiple_choice":
+            letters = [chr(ord("A") + i) for i in range(len(self.choices))]
+            if len(self.choices) < 2 or self.answer not in letters:
+                raise ValueError(
+                    f"multiple choice needs >= 2 choices and an answer among {letters or ['A', 'B']}"
+                )
+        elif not self.answer.isdigit():
+            raise ValueError("a counting answer is a whole number")
+        return self
+
+
+class PromptsIn(_Body):
+    prompts: list[PromptIn] = Field(min_length=1, max_length=1000)
+
+
+class DatasetIn(_Body):
+    path: str = Field(min_length=1, max_length=4096, description="a dataset folder (prompts.jsonl, images/)")
+
+
+class RunOut(BaseModel):
+    name: str
+    status: str
+    run_dir: str
+    created: float
+    driver_pid: int
+    error: str
+    version: int
+    paused: bool
+    stop_requested: bool
+    state: dict[str, int]
+    queue: dict[str, int]
+    actors: dict[str, int]
+    last_step: dict[str, Any] | None = None
+    wait_share: float | None = None
+    autoscale: str | None = Field(None, description="the autoscaler's last decision and why")
+
+
+class Accepted(BaseModel):
+    run: str
+    detail: str
