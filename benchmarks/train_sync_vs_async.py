@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from runtime.config import load_config
-from services.train import Trainer
+from services.driver.trainer import Trainer
 
 KEYS = (
     "trajectories_per_second",

@@ -1,6 +1,7 @@
-"""`make demo`: the embedded demo. Until the training loop exists it shows one grounding-crop step for real:
-build the tiny model and a synthetic set, run turn 1 of the MGPO template through the model, read its box,
-and cut the crop from the ORIGINAL image, writing each stage as an image file.
+"""`mgpo demo`: one grounding-crop step, stage by stage, as image files: build the tiny model and a synthetic
+set, run turn 1 of the MGPO template through the model, read its box, and cut the crop from the ORIGINAL
+image (with the hidden true box where the untrained model names none). `make demo` is the training run
+(configs/demo-cpu.yaml); this shows what one of its steps looks at.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The run config: one YAML file, validated once at load time; every problem reported together.
+"""The configs: a run (with its autoscale section), an SFT cold start, the control plane (`mgpo serve`). Each is
+one YAML file, validated once at load time, with every problem reported together.
 
 Each role later receives only the fields it uses (ActorSpec, LossConfig, EngineConfig are built from here).
 """

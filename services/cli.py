@@ -7,12 +7,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from mgpo.data.loaders import LOADERS
 from mgpo.resize import FACTOR, PixelBudget
 
 # Kept in step with mgpo.models.tiny.SIZES by a test; importing it here would load transformers for --help.
 TINY_SIZES = ("m", "s", "xs")
+Subparsers = Any  # argparse's _SubParsersAction, which it does not export
 
 
 def _budget_flags(parser: argparse.ArgumentParser, min_tokens: int, max_tokens: int) -> None:
@@ -137,7 +139,7 @@ def _config(args: argparse.Namespace) -> object:
 def cmd_train(args: argparse.Namespace) -> int:
     import shutil
 
-    from services.train import Trainer
+    from services.driver.trainer import Trainer
 
     config = _config(args)
     if args.fresh and config.run_dir.exists():
@@ -152,14 +154,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from services.train import scale
+    from services.driver.commands import scale
 
     print(f"desired rollout actors: {scale(_config(args), args.actors)}")
     return 0
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from services.train import pause
+    from services.driver.commands import pause
 
     pause(_config(args), not args.off)
     print("paused: actors take no new prompts" if not args.off else "running: actors take prompts again")
@@ -178,7 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="RL post-training for vision-language models that learn to look closer (MGPO).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_model_commands, _data_commands, _rollout_command, _run_commands, _experiment_commands):
+        add(commands)
+    _serve_command(commands)
+    return parser
 
+
+def _model_commands(commands: Subparsers) -> None:
     model = commands.add_parser("model", help="build models").add_subparsers(
         dest="model_command", required=True
     )
@@ -200,9 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     _budget_flags(tiny, 64, 256)
     tiny.set_defaults(func=cmd_model_tiny)
 
+
+def _data_commands(commands: Subparsers) -> None:
     data = commands.add_parser("data", help="make and check datasets").add_subparsers(
         dest="data_command", required=True
     )
+    _synth_command(data)
+    check = data.add_parser(
+        "check", help="validate a dataset folder in a published layout; prints a JSON summary"
+    )
+    check.add_argument("--format", required=True, choices=sorted(LOADERS), help="layout of PATH")
+    check.add_argument("path", help="the dataset's root folder as published")
+    check.set_defaults(func=cmd_data_check)
+
+
+def _synth_command(data: Subparsers) -> None:
     synth = data.add_parser(
         "synth", help="write a V*-like synthetic high-resolution set (deterministic per seed)"
     )
@@ -245,13 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.set_defaults(func=cmd_data_synth)
 
-    check = data.add_parser(
-        "check", help="validate a dataset folder in a published layout; prints a JSON summary"
-    )
-    check.add_argument("--format", required=True, choices=sorted(LOADERS), help="layout of PATH")
-    check.add_argument("path", help="the dataset's root folder as published")
-    check.set_defaults(func=cmd_data_check)
 
+def _rollout_command(commands: Subparsers) -> None:
     rollout = commands.add_parser(
         "rollout",
         help="run the grounding-crop-answer loop over a dataset folder (no Redis); prints accuracy, valid-grounding ratio, tokens/s",
@@ -277,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     _budget_flags(rollout, 64, 256)
     rollout.set_defaults(func=cmd_rollout)
 
+
+def _run_commands(commands: Subparsers) -> None:
+    """Commands on one run: train it, and scale or pause it while it runs."""
     train = commands.add_parser(
         "train",
         help="run training: private Redis + local Ray (or the configured ones), a learner, rollout actors",
@@ -298,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("--off", action="store_true", help="un-pause")
     pause.set_defaults(func=cmd_pause)
 
+
+def _experiment_commands(commands: Subparsers) -> None:
+    """The recipes: cold start, evaluation, report, the reproduction and the demo."""
     sft = commands.add_parser(
         "sft", help="cold start: teach grounding and recognition (never the combined task) by SFT"
     )
@@ -327,12 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="out/report", help="output folder (PNG, CSV, Markdown)")
     report.set_defaults(func=cmd_report)
 
-    serve = commands.add_parser("serve", help="the control plane: HTTP API, /metrics, the rollout viewer")
-    serve.add_argument("--config", default=None, help="serve config YAML (default: built-in defaults)")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
-    serve.set_defaults(func=cmd_serve)
-
     repro = commands.add_parser(
         "reproduce", help="cold start, MGPO vs GRPO vs multi-turn RL, eval, report (make reproduce)"
     )
@@ -344,7 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
-    return parser
+
+
+def _serve_command(commands: Subparsers) -> None:
+    serve = commands.add_parser("serve", help="the control plane: HTTP API, /metrics, the rollout viewer")
+    serve.add_argument("--config", default=None, help="serve config YAML (default: built-in defaults)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    serve.set_defaults(func=cmd_serve)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from runtime.metrics_log import read_metrics
-from services.train import _shown
+from services.driver.messages import shown
 
 pytestmark = pytest.mark.slow
 PROMPTS = 24
@@ -153,5 +153,5 @@ def test_a_failure_that_quotes_a_bracketed_path_prints_as_text():
     # gloo's errors start with their source location; rich read it as a closing tag and the run died.
     err = RuntimeError("[/__w/pytorch/third_party/gloo/transport/tcp/pair.cc:537] Connection closed by peer")
     console = Console(record=True, width=200)
-    console.print(f"[yellow]sync to e2e-actor-1 failed[/]: {_shown(err)}")
+    console.print(f"[yellow]sync to e2e-actor-1 failed[/]: {shown(err)}")
     assert console.export_text().strip() == f"sync to e2e-actor-1 failed: {err}"

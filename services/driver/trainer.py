@@ -1,0 +1,345 @@
+"""The Trainer: one run's driver, top to bottom. Set-up, then the step loop; between steps it acts on the
+control plane's requests, reconciles actor membership, syncs weights every `sync_every` steps and
+checkpoints every `checkpoint_every`. A dead learner is restarted from its latest checkpoint. Ctrl-C
+checkpoints first, then stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import redis
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from learner.checkpoint import latest_checkpoint
+from learner.service import start_learner
+from mgpo.data.dataset import read_prompts
+from runtime.config import RunConfig
+from runtime.metrics_log import MetricsLog
+from runtime.queue import Queue
+from runtime.redis_server import RedisServer
+from runtime.run_state import RunState
+from services.autoscale import wait_share_average
+from services.driver.feeder import Feeder
+from services.driver.membership import Membership
+from services.driver.messages import first_line, shown
+from services.driver.prepare import actor_spec, learner_spec, prepare_data, prepare_model, start_ray
+from services.driver.weight_sync import WeightSync
+from services.runs import Runs
+
+
+class RunDirInUse(FileExistsError):
+    """The run folder holds a previous run and neither --resume nor a new name was given."""
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, resume: bool = False, console: Console | None = None) -> None:
+        self.config, self.resume = config, resume
+        self.console = console or Console(soft_wrap=True)
+        self.run_dir = config.run_dir
+        self.redis_server: RedisServer | None = None
+        self._learner_starts = 0
+        self._stopping = threading.Event()  # ends the feeder and the heartbeat
+        self._started_ray = False
+        self._wait_share: float | None = None  # for the autoscaler (services.autoscale)
+        self._last_sync: dict[str, float] | None = None
+        self.totals = dict.fromkeys(("wait", "step", "sync", "sync_bytes", "loop"), 0.0)
+        self.totals.update(dict.fromkeys(("syncs", "groups", "samples", "steps"), 0))
+
+    # ---- set-up ---------------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        cfg = self.config
+        if not self.resume and latest_checkpoint(self.run_dir / "checkpoints") is not None:
+            raise RunDirInUse(
+                f"{self.run_dir} holds checkpoints of an earlier run: pass --resume to continue it, or choose "
+                f"another name / output_dir"
+            )
+        if cfg.model.path != "tiny" and not (Path(cfg.model.path) / "config.json").exists():
+            raise FileNotFoundError(
+                f"model.path {cfg.model.path}: no config.json there (a HF model folder is needed)"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(
+            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        )
+        self._connect()
+        self.data_dir = prepare_data(cfg, self.console)
+        self.model_path = prepare_model(cfg, self.data_dir, self.console)
+        self._started_ray = start_ray(cfg)
+        self.membership = Membership(
+            cfg.name,
+            self.run_dir,
+            lambda name, index, weights, version: actor_spec(
+                cfg, self.model_path, self.redis_url, name, index, weights, version
+            ),
+            (cfg.rollout.gpus_per_actor, cfg.rollout.ray_resources),
+            (self.run_state, self.registry, self.queue),
+            self.console,
+        )
+        # a private server's URL only in processes.json: a configured one may carry a password
+        self.membership.redis_url = self.redis_url if self.redis_server is not None else None
+        self.weight_sync = WeightSync(
+            self.membership, self.run_state, cfg.learner.sync_timeout_s, self.console
+        )
+
+    def _connect(self) -> None:
+        """Redis (private, or the configured URL), the run registered first (so the control plane sees this
+        run, and why it failed, from the start), the streams and the run state."""
+        cfg = self.config
+        url = cfg.queue.redis_url or os.environ.get("MGPO_REDIS_URL")  # the env keeps a password out of files
+        if url is None:
+            self.redis_server = RedisServer(data_dir=self.run_dir / "redis").start()
+            url = self.redis_server.url
+        self.redis_url = url
+        client = redis.Redis.from_url(url)
+        self.registry = Runs(client)
+        self.registry.adopt(cfg.name, cfg.model_dump(mode="json"), str(self.run_dir))
+        self.registry.set(
+            cfg.name, status="running", driver_pid=os.getpid(), driver_host=socket.gethostname(), error=""
+        )
+        self.queue = Queue(client, cfg.name, "driver", max_len=cfg.queue.max_len)
+        self.queue.ensure_groups()
+        self.run_state = RunState(client, cfg.name)
+        state = self.run_state.read()
+        self.run_state.set(
+            groups_per_step=cfg.learner.groups_per_step,
+            max_staleness=cfg.learner.max_staleness,
+            desired_actors=state.desired_actors
+            if self.resume and state.desired_actors
+            else cfg.rollout.actors,
+            stop=0,
+            checkpoint_requested=0,
+            heartbeat=int(time.time()),
+        )
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._stopping.wait(10.0):
+            try:
+                self.run_state.set(heartbeat=int(time.time()))
+            except redis.ConnectionError:
+                pass  # Redis restarting: the next beat gets through
+
+    def _start_feeder(self) -> None:
+        records = list(read_prompts(self.data_dir))
+        client = redis.Redis.from_url(self.redis_url)
+        queue = Queue(client, self.config.name, "feeder", max_len=self.config.queue.max_len)
+        self.feeder = Feeder(records, self.config.data.epochs, queue, self._stopping)
+        self.feeder.start(position=self.run_state.read().fed)
+
+    def planned_steps(self) -> int:
+        prompts = sum(1 for _ in read_prompts(self.data_dir)) * self.config.data.epochs
+        by_data = -(-prompts // self.config.learner.groups_per_step)
+        return min(self.config.steps, by_data) if self.config.steps else by_data
+
+    def _start_learner(self, resume: bool) -> None:
+        import ray
+
+        self.learner = start_learner(
+            learner_spec(self.config, self.model_path, self.redis_url, resume),
+            incarnation=self._learner_starts,
+            num_gpus=self.config.learner.gpus,
+            resources=self.config.learner.ray_resources,
+        )
+        self._learner_starts += 1
+        info = ray.get(self.learner.info.remote())
+        self.membership.pids["learner"] = info["pid"]
+        self.weight_sync.new_learner(self.learner)
+        self.run_state.set(version=info["version"])
+
+    # ---- the run --------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, object]:
+        try:
+            self._prepare()
+            self.metrics = MetricsLog(self.run_dir)
+            self._start_learner(resume=self.resume)
+            start_version = self._learner_version()
+            self.console.print(f"learner ready at version {start_version}")
+            self.membership.reconcile(self.learner)
+            self._start_feeder()
+            started = time.perf_counter()
+            try:
+                stopped = self._loop(start_version, self.planned_steps())
+            finally:
+                self.totals["loop"] = time.perf_counter() - started
+            self._set_status("stopped" if stopped else "finished")
+        except KeyboardInterrupt:
+            self.console.print("[yellow]interrupted[/]: writing a checkpoint before stopping")
+            self._checkpoint()
+            self._set_status("stopped")
+            raise
+        except BaseException as err:
+            self._set_status("failed", error=first_line(err))
+            raise
+        finally:
+            self._shutdown()
+        return self.summary()
+
+    def _loop(self, version: int, total: int) -> bool:
+        """Train until `total` steps, the data's end or a stop request (returns True for the latter)."""
+        cfg = self.config.learner
+        columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        checkpointed, stopped = version, False
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            task = progress.add_task("steps", total=total, completed=version)
+            while version < total:
+                if self._requests():
+                    stopped = True
+                    break
+                outcome = self._step()
+                if outcome == "exhausted":
+                    break
+                if outcome == "restarted":
+                    version = self._learner_version()
+                    progress.update(task, completed=version)
+                    self._sync_and_log(version)
+                    continue
+                self.membership.reconcile(self.learner)
+                if outcome is None:
+                    continue
+                version = int(outcome["version"])
+                self._log_step(version, outcome)
+                progress.update(task, completed=version)
+                if version % cfg.sync_every == 0:
+                    self._sync_and_log(version)
+                if version % cfg.checkpoint_every == 0:
+                    self._checkpoint()
+                    checkpointed = version
+        if checkpointed != version:
+            self._checkpoint()
+        self._export()
+        return stopped
+
+    def _step(self) -> dict[str, float] | str | None:
+        """One learner step: its stats; None when no full step's groups came in time; "exhausted" when the
+        data is used up; "restarted" when the learner died and was restarted from its checkpoint."""
+        import ray
+
+        try:
+            stats = ray.get(self.learner.step.remote(timeout_s=self.config.learner.step_timeout_s))
+            if stats is None and self.feeder.exhausted():
+                stats = ray.get(self.learner.step.remote(timeout_s=1.0, partial=True))
+                if stats is None:
+                    self.console.print("the data is used up")
+                    return "exhausted"
+            return stats
+        except ray.exceptions.RayActorError as err:
+            self.console.print(f"[red]learner died[/] ({shown(err)}): restarting from its checkpoint")
+            self._start_learner(resume=True)
+            return "restarted"
+
+    def _learner_version(self) -> int:
+        import ray
+
+        return ray.get(self.learner.info.remote())["version"]
+
+    def _requests(self) -> bool:
+        """Act on the control plane's requests between steps; True when asked to stop."""
+        state = self.run_state.read()
+        if state.checkpoint_requested:
+            self._checkpoint()
+            self.run_state.set(checkpoint_requested=0)
+        if state.stop:
+            self.console.print("stop requested: checkpointing and stopping")
+        return bool(state.stop)
+
+    def _sync_and_log(self, version: int) -> None:
+        stats = self.weight_sync(self.learner)
+        if stats is None:
+            self.console.print(f"[yellow]v{version}: no actor received the weights[/]")
+            return
+        self.totals["sync"] += stats["sync_seconds"] + stats["sync_join_seconds"]
+        self.totals["sync_bytes"] += stats["sync_bytes"]
+        self.totals["syncs"] += 1
+        members = list(self.weight_sync.members)
+        self.metrics.write(version, "sync", {**stats, "actors": len(members), "members": members})
+        self._last_sync = stats
+
+    def _log_step(self, version: int, stats: dict[str, float]) -> None:
+        self._wait_share = wait_share_average(self._wait_share, stats["wait_seconds"], stats["step_seconds"])
+        self.registry.set(self.config.name, learner_wait_share=self._wait_share)
+        for key in ("wait", "step"):
+            self.totals[key] += stats[f"{key}_seconds"]
+        self.totals["groups"] += stats["groups"]
+        self.totals["samples"] += stats["samples"]
+        self.totals["steps"] += 1
+        actors = len(self.membership.members)
+        depth = self.queue.depth()
+        values = {**stats, **{f"queue_{k}": float(v) for k, v in depth.items()}, "actors": actors}
+        self.metrics.write(version, "step", values)
+        sync = self._last_sync
+        sync_text = (
+            f"sync {sync['sync_seconds']:.2f}s {sync['sync_bytes_per_second'] / 1e6:.0f} MB/s"
+            if sync
+            else "sync -"
+        )
+        self.console.print(
+            f"v{version:<4} reward {stats['reward']:.3f}  acc {stats['accuracy']:.3f}  "
+            f"valid-grounding {stats['valid_grounding_ratio']:.2f}  "
+            f"staleness {stats['staleness_mean']:.1f}/{stats['staleness_max']:.0f}  "
+            f"stale-dropped {stats['groups_stale']:.0f}  wait {stats['wait_seconds']:.1f}s  "
+            f"step {stats['step_seconds']:.1f}s  {sync_text}  actors {actors}"
+        )
+
+    def _checkpoint(self) -> None:
+        import ray
+
+        try:
+            folder = ray.get(self.learner.checkpoint.remote())
+            self.console.print(f"checkpoint {folder}")
+        except ray.exceptions.RayError as err:
+            self.console.print(f"[red]checkpoint failed[/]: {shown(err)}")
+
+    def _export(self) -> None:
+        import ray
+
+        ray.get(self.learner.export.remote(str(self.run_dir / "final")))
+        self.console.print(f"final policy (HF format): {self.run_dir / 'final'}")
+
+    # ---- the end --------------------------------------------------------------------------------------
+
+    def _set_status(self, status: str, error: str = "") -> None:
+        if hasattr(self, "registry"):
+            try:
+                self.registry.set(self.config.name, status=status, error=error)
+            except redis.ConnectionError:
+                self.console.print(f"[yellow]Redis unreachable: run status {status!r} not recorded[/]")
+
+    def summary(self) -> dict[str, object]:
+        t = self.totals
+        busy = t["wait"] + t["step"] + t["sync"]
+        out = {
+            "run_dir": str(self.run_dir),
+            "steps": t["steps"],
+            "groups": t["groups"],
+            "training_seconds": t["loop"],
+            "trajectories_per_second": t["samples"] / t["loop"] if t["loop"] else 0.0,
+            "learner_wait_share": t["wait"] / busy if busy else 0.0,
+            "step_seconds_mean": t["step"] / max(1, t["steps"]),
+            "sync_seconds_mean": t["sync"] / max(1, t["syncs"]),
+            "sync_bytes_per_second": t["sync_bytes"] / t["sync"] if t["sync"] else 0.0,
+            "syncs": t["syncs"],
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(out, indent=1))
+        return out
+
+    def _shutdown(self) -> None:
+        import ray
+
+        self._stopping.set()
+        if hasattr(self, "membership"):
+            self.membership.close_all()
+        if hasattr(self, "metrics"):
+            self.metrics.close()
+        if self._started_ray:
+            ray.shutdown()
+        if self.redis_server is not None:
+            self.redis_server.stop()

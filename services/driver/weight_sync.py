@@ -1,0 +1,77 @@
+"""The weight sync: every `sync_every` learner steps the learner broadcasts its weights to every member
+(runtime.broadcast; gloo on CPU, NCCL on GPU).
+
+A broadcast group is one *generation*: the learner (rank 0) and the members at its start (ranks 1..N, in
+name order). Membership changes form a new generation at the next sync. A member that fails a sync is left
+out of the next generation and the survivors are tried once more at once, so one dead actor never stops the
+others from getting the weights."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from runtime.run_state import RunState
+from services.driver.membership import Membership
+from services.driver.messages import shown
+
+
+class WeightSync:
+    def __init__(
+        self, membership: Membership, run_state: RunState, timeout_s: float, console: Console
+    ) -> None:
+        self.membership, self.run_state, self.timeout_s = membership, run_state, timeout_s
+        self.console = console
+        self.address: list | None = None  # the current generation's rendezvous
+        self.members: tuple[str, ...] = ()  # ... and who is in it
+        self.plan: object = None  # the learner's wire plan (bucket layout), fetched once per learner start
+
+    def new_learner(self, learner: object) -> None:
+        """A (re)started learner: its wire plan, and a new generation at the next sync."""
+        import ray
+
+        self.plan = ray.get(learner.wire_plan.remote())  # type: ignore[attr-defined]
+        self.address = None
+
+    def __call__(self, learner: object) -> dict[str, float] | None:
+        """Broadcast to every member; returns the learner's sync stats, or None if nobody got the weights."""
+        for _attempt in range(2):
+            stats = self._once(learner)
+            if stats is not None:
+                return stats
+            self.membership.reconcile(learner)
+        return None
+
+    def _once(self, learner: object) -> dict[str, float] | None:
+        import ray
+
+        members = self.membership.members
+        names = tuple(sorted(members))
+        if not names:
+            return None
+        if self.address is None or self.members != names:
+            self.address = ray.get(learner.address.remote(len(names) + 1))  # type: ignore[attr-defined]
+            self.members = names
+        version = ray.get(learner.info.remote())["version"]  # type: ignore[attr-defined]
+        sender = learner.sync.remote(self.address)  # type: ignore[attr-defined]
+        receivers = {
+            n: members[n].receive_weights.remote(self.address, rank, self.plan, version)  # type: ignore[attr-defined]
+            for rank, n in enumerate(names, start=1)
+        }
+        ray.wait([sender, *receivers.values()], num_returns=1 + len(receivers), timeout=self.timeout_s + 30)
+        failed = []
+        for name, ref in receivers.items():
+            try:
+                ray.get(ref, timeout=0)
+            except (ray.exceptions.RayError, TimeoutError) as err:
+                failed.append(name)
+                self.console.print(f"[yellow]sync to {name} failed[/]: {shown(err)}")
+        try:
+            stats = ray.get(sender, timeout=0)
+        except (ray.exceptions.RayError, TimeoutError) as err:
+            self.console.print(f"[yellow]broadcast failed[/]: {shown(err)}")
+            stats = None
+        if failed or stats is None:
+            self.address = None  # the next try forms a new generation without the failed members
+            return None
+        self.run_state.set(version=version)
+        return stats
