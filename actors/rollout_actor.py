@@ -16,6 +16,7 @@ import redis
 
 from actors.engine import Engine
 from actors.loop import Loop, RolloutSettings, Tokenizer
+from mgpo.checks import prompt_image_limit
 from mgpo.images import ImageStore
 from mgpo.resize import PixelBudget
 from mgpo.templates import Mode, template_for
@@ -46,6 +47,7 @@ class ActorSpec:
     max_pixels: int = 256 * 28 * 28
     batch_prompts: int = 4
     claim_idle_ms: int = 60_000
+    max_deliveries: int = 3  # a prompt delivered this often without completing goes to the dead letters
     seed: int = 0
     weights: str | None = None  # a snapshot to load before producing anything (joining mid-run, resuming)
     version: int = 0  # the policy version of `weights`
@@ -66,10 +68,11 @@ class ActorStats:
     policy_version: int = 0
     admission_waits: int = 0  # polls that found the actors too far ahead of the learner
     redis_errors: int = 0  # Redis unreachable (restarting); the actor waits and carries on
+    failed_prompts: int = 0  # rollouts that raised: left pending with their reason (runtime.queue)
 
 
 def build_engine(spec: ActorSpec) -> Engine:
-    max_images = template_for(Mode(spec.mode), spec.max_crops).max_crops + 4  # + multi-image prompts
+    max_images = prompt_image_limit(template_for(Mode(spec.mode), spec.max_crops).max_crops)
     budget = PixelBudget(spec.min_pixels, spec.max_pixels)
     if spec.engine == "vllm":
         from actors.vllm_engine import VLLMEngine
@@ -114,7 +117,11 @@ class RolloutWorker:
             spec.name,
         )
         self.queue = Queue(
-            redis.Redis.from_url(spec.redis_url), spec.run, spec.name, claim_idle_ms=spec.claim_idle_ms
+            redis.Redis.from_url(spec.redis_url),
+            spec.run,
+            spec.name,
+            claim_idle_ms=spec.claim_idle_ms,
+            max_deliveries=spec.max_deliveries,
         )
         self.queue.ensure_groups()
         self.run_state = RunState(self.queue.client, spec.run)
@@ -133,6 +140,7 @@ class RolloutWorker:
             )
         self._set_state("idle")
         self._steps = 0
+        self._failed_batches = 0  # batches in a row in which every prompt failed
 
     def _set_state(self, state: str) -> None:
         self._stats.state = state
@@ -147,21 +155,56 @@ class RolloutWorker:
         with self._lock:
             self._set_state("rolling_out")
             start = time.perf_counter()
-            seed = self.spec.seed + 7919 * self._steps
-            groups = self.loop.rollout(
-                [r for _, r in taken], seed=seed, group_ids=[group_id(m) for m, _ in taken]
-            )
+            done, groups = self._rollout(taken, seed=self.spec.seed + 7919 * self._steps)
             seconds = time.perf_counter() - start
             self._steps += 1
-        self.queue.complete_prompts([m for m, _ in taken], groups)
+        self.queue.complete_prompts([m for m, _ in done], groups)
         entries = [
-            group_entry(r, g, self.loop.original_size) for (_, r), g in zip(taken, groups, strict=True)
+            group_entry(r, g, self.loop.original_size) for (_, r), g in zip(done, groups, strict=True)
         ]
         push_recent(self.queue.client, self.spec.run, entries, self.spec.recent)
         self._count(groups, seconds)
         if self.metrics is not None:
             self.metrics.observe(groups, seconds, crop_area_ratios(entries), self.engine.version)
         return len(taken)
+
+    def _rollout(self, taken: list, seed: int) -> tuple[list, list]:
+        """Roll out the batch; if that raises, each prompt alone, so that one poison prompt fails by itself
+        (left pending with its reason, retried, dead-lettered after `max_deliveries`) and the rest goes on.
+        Returns the (message id, record) pairs done and their groups."""
+        try:
+            groups = self.loop.rollout([r for _, r in taken], seed, [group_id(m) for m, _ in taken])
+            self._failed_batches = 0
+            return taken, groups
+        except redis.ConnectionError:
+            raise
+        except Exception as err:
+            if len(taken) == 1:
+                return self._failed(taken, [err], [], [])
+        done, groups, failed, errors = [], [], [], []
+        for message_id, record in taken:
+            try:
+                groups += self.loop.rollout([record], seed, [group_id(message_id)])
+                done.append((message_id, record))
+            except redis.ConnectionError:
+                raise
+            except Exception as err:
+                failed.append((message_id, record))
+                errors.append(err)
+        return self._failed(failed, errors, done, groups)
+
+    def _failed(self, failed: list, errors: list, done: list, groups: list) -> tuple[list, list]:
+        for (message_id, _), err in zip(failed, errors, strict=True):
+            self.queue.fail_prompt(message_id, f"{type(err).__name__}: {err}")
+        self._stats.failed_prompts += len(failed)
+        if self.metrics is not None and failed:
+            self.metrics.failed_prompts.labels(self.spec.run).inc(len(failed))
+        self._failed_batches = 0 if done else self._failed_batches + 1
+        if self._failed_batches >= 3:
+            # every prompt of three batches in a row failed: the engine, not the prompts, is broken;
+            # stopping lets the driver replace this actor (the prompts stay pending for the others)
+            raise RuntimeError(f"three batches in a row failed whole; last error: {errors[-1]!r}")
+        return done, groups
 
     def _take(self, block_ms: int) -> list:
         """A dead actor's prompts first (admitted once already), then new ones as far as admission allows."""

@@ -124,6 +124,9 @@ class QueueConfig(_Section):
     redis_url: str | None = Field(None, description="None: start a private Redis server for the run")
     max_len: int = Field(10_000, ge=1)
     claim_idle_ms: int = Field(60_000, ge=100, description="reclaim a dead actor's prompts after this long")
+    max_deliveries: int = Field(
+        3, ge=1, le=100, description="a prompt delivered this often without completing goes to the dead letters"
+    )
 
 
 class DataConfig(_Section):

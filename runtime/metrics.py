@@ -100,6 +100,12 @@ class RolloutMetrics:
         self.redis_errors = Counter(
             "mgpo_rollout_redis_errors_total", "Redis unreachable; the actor waited", labels, registry=r
         )
+        self.failed_prompts = Counter(
+            "mgpo_rollout_prompts_failed_total",
+            "Prompts whose rollout raised (retried, then dead-lettered after max_deliveries)",
+            labels,
+            registry=r,
+        )
         self.set_state("starting")
 
     def set_state(self, state: str) -> None:
@@ -285,6 +291,7 @@ class RunsCollector(Collector):
             for stream in ("prompts", "trajectories"):
                 depth.add_metric([run.name, stream], run.queue.get(f"{stream}_len", 0))
                 pending.add_metric([run.name, stream], run.queue.get(f"{stream}_pending", 0))
+            depth.add_metric([run.name, "dead"], run.queue.get("dead_len", 0))  # dead letters (poison prompts)
             for state, count in run.actors.items():
                 actors.add_metric([run.name, state], count)
             paused.add_metric([run.name], run.state.get("paused", 0))

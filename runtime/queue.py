@@ -8,6 +8,9 @@ Delivery is at-least-once and nothing is lost:
   yields a group with the same id, and the learner drops it (`is_committed`, a Redis set);
 - the learner acks groups only when a checkpoint holds their effect (`commit_groups`), so a learner killed
   between checkpoints finds the groups it used since then in its pending list (`pending_groups`) again;
+- a prompt that keeps failing (its rollout raises, or kills the actor that holds it) is moved to the run's
+  dead-letter stream `mgpo:<run>:dead` with its reason once it has been delivered `max_deliveries` times,
+  instead of being redelivered forever (a poison prompt never stops a run);
 - streams are bounded: producers wait while a stream holds `max_len` entries (back-pressure), and consumed
   entries are deleted, so memory holds only what is unread or in flight.
 Works with Redis 6.2+ and Valkey (XAUTOCLAIM answers with 2 elements on 6.2, 3 on >= 7).
@@ -26,6 +29,7 @@ from mgpo.records import PromptRecord, RecordError, TrajectoryGroup
 
 PROMPT_FIELD = b"prompt"
 GROUP_FIELD = b"group"
+DEAD_MAX_LEN = 10_000  # dead letters kept (approximately): the newest, for people to read
 
 
 class QueueFull(TimeoutError):
@@ -57,6 +61,15 @@ class StreamNames:
     def state(self) -> str:
         return f"mgpo:{self.run}:state"
 
+    @property
+    def dead(self) -> str:
+        return f"mgpo:{self.run}:dead"
+
+    @property
+    def failures(self) -> str:
+        """Hash: prompt message id -> why its last rollout failed (kept until it completes or dies)."""
+        return f"mgpo:{self.run}:failures"
+
 
 ACTORS_GROUP = "actors"
 LEARNER_GROUP = "learner"
@@ -77,9 +90,10 @@ class Queue:
         consumer: str,
         max_len: int = 10_000,
         claim_idle_ms: int = 60_000,
+        max_deliveries: int = 3,
     ) -> None:
         self.client, self.names, self.consumer = client, StreamNames(run), consumer
-        self.max_len, self.claim_idle_ms = max_len, claim_idle_ms
+        self.max_len, self.claim_idle_ms, self.max_deliveries = max_len, claim_idle_ms, max_deliveries
         self.dropped = 0  # unreadable payloads removed from the streams
 
     def ensure_groups(self) -> None:
@@ -123,8 +137,56 @@ class Queue:
         return taken
 
     def reclaim_prompts(self, count: int) -> list[tuple[str, PromptRecord]]:
-        """Prompts a dead (or very slow) consumer left pending for longer than `claim_idle_ms`."""
-        return self._prompts(self._reclaim(self.names.prompts, ACTORS_GROUP, count))
+        """Prompts a dead (or very slow, or failing) consumer left pending for longer than `claim_idle_ms`;
+        those already delivered `max_deliveries` times go to the dead-letter stream instead."""
+        messages = self._reclaim(self.names.prompts, ACTORS_GROUP, count)
+        return self._prompts(self._bury_overdelivered(messages))
+
+    def fail_prompt(self, message_id: str, reason: str) -> None:
+        """A rollout of this prompt raised: leave it pending (it is retried after `claim_idle_ms`, by any
+        actor) and remember why, for its dead letter if it never succeeds."""
+        self.client.hset(self.names.failures, message_id, reason[:2000])
+
+    def _bury_overdelivered(self, messages: list[Message]) -> list[Message]:
+        if not messages:
+            return messages
+        pipe = self.client.pipeline(transaction=False)
+        for message in messages:
+            pipe.xpending_range(self.names.prompts, ACTORS_GROUP, message.id, message.id, 1)
+        deliveries = [entry[0]["times_delivered"] if entry else 0 for entry in pipe.execute()]
+        alive = []
+        for message, times in zip(messages, deliveries, strict=True):
+            if times > self.max_deliveries:
+                self.dead_letter(message, times)
+            else:
+                alive.append(message)
+        return alive
+
+    def dead_letter(self, message: Message, deliveries: int) -> None:
+        """Move a prompt to the dead-letter stream with its reason, atomically with its ack; its admission
+        slot is given back (`dead` in the run state), since no group will ever come of it."""
+        reason = self.client.hget(self.names.failures, message.id)
+        why = reason.decode(errors="replace") if reason else "the actor holding it died each time"
+        pipe = self.client.pipeline(transaction=True)
+        entry = {
+            PROMPT_FIELD: message.payload,
+            b"message_id": message.id,
+            b"reason": f"delivered {deliveries - 1} times without completing: {why}",
+            b"at": str(time.time()),
+        }
+        pipe.xadd(self.names.dead, entry, maxlen=DEAD_MAX_LEN, approximate=True)
+        pipe.xack(self.names.prompts, ACTORS_GROUP, message.id)
+        pipe.xdel(self.names.prompts, message.id)
+        pipe.hdel(self.names.failures, message.id)
+        pipe.hincrby(self.names.state, "dead", 1)
+        pipe.execute()
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest dead letters: message id, reason, time and the prompt record's JSON."""
+        out = []
+        for _, fields in self.client.xrevrange(self.names.dead, count=count):
+            out.append({k.decode(): v.decode(errors="replace") for k, v in fields.items()})
+        return out
 
     def read_prompts(self, count: int, block_ms: int = 1000) -> list[tuple[str, PromptRecord]]:
         """New prompts, never delivered before."""
@@ -151,6 +213,7 @@ class Queue:
         if prompt_ids:
             pipe.xack(self.names.prompts, ACTORS_GROUP, *prompt_ids)
             pipe.xdel(self.names.prompts, *prompt_ids)
+            pipe.hdel(self.names.failures, *prompt_ids)
         results = pipe.execute()
         return [self._decode(r) for r in results[: len(groups)]]
 
@@ -209,6 +272,7 @@ class Queue:
                 out[f"{name}_pending"] = int(self.client.xpending(stream, group)["pending"])
             except redis.ResponseError:
                 out[f"{name}_pending"] = 0
+        out["dead_len"] = int(self.client.xlen(self.names.dead))
         return out
 
     def _drop(self, stream: str, group: str, ids: Sequence[str]) -> None:

@@ -6,6 +6,7 @@ The hash `mgpo:<run>:state` holds:
   admission control, as in a standalone rollout);
 - `admitted`: prompts actors have taken to roll out (new reads only; a reclaimed prompt was admitted once);
 - `returned`: groups the learner received but did not use (stale, duplicate, unreadable);
+- `dead`: prompts moved to the dead-letter stream (runtime.queue): admitted, but no group will come of them;
 - `fed`: prompts the feeder has appended (kept by runtime.queue in the same transaction as the append);
 - `desired_actors`: how many rollout actors the run should have (the driver reconciles towards it);
 - `paused`: 1 stops admission: actors finish what they hold and take nothing new, the learner waits;
@@ -14,7 +15,7 @@ The hash `mgpo:<run>:state` holds:
 - `heartbeat`: the driver's last sign of life (unix seconds).
 
 Admission control (as in AReaL): actors may have taken at most
-    (version + max_staleness + 1) * groups_per_step + returned
+    (version + max_staleness + 1) * groups_per_step + returned + dead
 prompts in all. The learner uses groups_per_step groups per version, so nothing admitted under this bound
 can be more than max_staleness versions old when it is used; `max_staleness: 0` makes the run synchronous.
 """
@@ -31,6 +32,7 @@ FIELDS = (
     "max_staleness",
     "admitted",
     "returned",
+    "dead",
     "fed",
     "desired_actors",
     "paused",
@@ -47,6 +49,7 @@ class Snapshot(NamedTuple):
     max_staleness: int
     admitted: int
     returned: int
+    dead: int
     fed: int
     desired_actors: int
     paused: int
@@ -59,7 +62,7 @@ class Snapshot(NamedTuple):
     def budget(self) -> int:
         if self.groups_per_step == 0:  # not configured: a standalone rollout, no learner to keep up with
             return 1 << 62
-        return (self.version + self.max_staleness + 1) * self.groups_per_step + self.returned
+        return (self.version + self.max_staleness + 1) * self.groups_per_step + self.returned + self.dead
 
 
 class RunState:

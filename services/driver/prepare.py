@@ -131,6 +131,7 @@ def actor_spec(
         max_pixels=r.max_pixels,
         batch_prompts=r.batch_prompts,
         claim_idle_ms=config.queue.claim_idle_ms,
+        max_deliveries=config.queue.max_deliveries,
         seed=config.seed + 1000 * index,
         weights=weights,
         version=version,

@@ -52,6 +52,47 @@ def test_worker_pulls_rolls_out_pushes_and_acks(box_model, synth_data, redis_ser
     assert worker.health() == {"name": "w0", "state": "idle", "policy_version": 0, "pid": os.getpid()}
 
 
+def test_a_poison_prompt_fails_alone_and_ends_in_the_dead_letters_while_the_batch_goes_on(
+    box_model, synth_data, redis_server
+):
+    import dataclasses
+
+    from mgpo.records import TaskKind
+
+    run = f"p{next(_runs)}"
+    q = _queue(redis_server, run)
+    good = _records(synth_data, 2)
+    # a counting answer int() refuses: the loop raises on it (the API and loaders now refuse it at the door)
+    poison = dataclasses.replace(good[0], id="poison", kind=TaskKind.COUNTING, answer="²", choices=())
+    ids = q.put_prompts([good[0], poison, good[1]])
+    worker = RolloutWorker(
+        _spec(
+            box_model,
+            synth_data,
+            redis_server,
+            run,
+            "w0",
+            batch_prompts=3,
+            claim_idle_ms=200,
+            max_deliveries=2,
+        )
+    )
+    deadline = time.monotonic() + 120
+    while q.depth()["dead_len"] == 0 and time.monotonic() < deadline:
+        worker.step(block_ms=100)
+        time.sleep(0.1)
+    groups = q.take_groups(10, block_ms=100)
+    assert sorted(g.id for _, g in groups) == sorted(group_id(i) for i in (ids[0], ids[2]))
+    (letter,) = q.dead_letters()
+    assert letter["message_id"] == ids[1]
+    assert letter["reason"].startswith(
+        "delivered 2 times without completing: ValueError: invalid literal for int()"
+    )
+    assert worker.stats()["failed_prompts"] == 2
+    depth = q.depth()
+    assert (depth["prompts_len"], depth["prompts_pending"]) == (0, 0)
+
+
 def test_two_ray_actors_share_a_queue_and_each_prompt_is_done_once(
     box_model, synth_data, redis_server, ray_local
 ):

@@ -68,6 +68,7 @@ def test_prompts_flow_to_trajectories_and_are_deleted_once_done(server):
         "prompts_pending": 0,
         "trajectories_len": 3,
         "trajectories_pending": 0,
+        "dead_len": 0,
     }
     groups = q.take_groups(10, block_ms=100)
     assert [g.prompt_id for _, g in groups] == ["p0", "p1", "p2"]
@@ -132,6 +133,44 @@ def test_unreadable_payloads_are_dropped_not_redelivered(server):
     q.put_prompts(_records(1))
     assert [r.id for _, r in q.take_prompts(5, block_ms=100)] == ["p0"]
     assert q.dropped == 1 and q.depth()["prompts_len"] == 1  # only p0, pending
+
+
+def test_a_prompt_that_keeps_failing_is_dead_lettered_with_its_reason_and_its_slot_returned(server):
+    from runtime.run_state import RunState
+
+    q = _queue(server.url, "a", claim_idle_ms=100, max_deliveries=3)
+    ids = q.put_prompts(_records(2))
+    taken = q.take_prompts(2, block_ms=100)  # delivery 1 of both
+    q.complete_prompts([taken[1][0]], [_group_for(taken[1][0], taken[1][1])])  # p1 completes
+    for delivery in (2, 3):  # p0 fails its delivery 1 and 2, is reclaimed for 2 and 3
+        q.fail_prompt(ids[0], f"ValueError: attempt {delivery - 1}")
+        time.sleep(0.15)
+        assert [m for m, _ in q.take_prompts(2, block_ms=10)] == [ids[0]]
+    q.fail_prompt(ids[0], "ValueError: invalid literal for int() with base 10: '²'")
+    time.sleep(0.15)
+    assert q.take_prompts(2, block_ms=10) == []  # a 4th delivery is refused: dead-lettered instead
+    (letter,) = q.dead_letters()
+    assert letter["message_id"] == ids[0] and PromptRecord.from_json(letter["prompt"]).id == "p0"
+    assert (
+        letter["reason"]
+        == "delivered 3 times without completing: ValueError: invalid literal for int() with base 10: '²'"
+    )
+    depth = q.depth()
+    assert (depth["prompts_len"], depth["prompts_pending"], depth["dead_len"]) == (0, 0, 1)
+    assert RunState(q.client, "test").read().dead == 1  # its admission slot is given back
+    assert q.client.hlen(q.names.failures) == 0
+
+
+def test_a_prompt_whose_actor_dies_each_time_is_dead_lettered_as_such(server):
+    q = _queue(server.url, "a", claim_idle_ms=100, max_deliveries=1)
+    q.put_prompts(_records(1))
+    q.take_prompts(1, block_ms=100)  # the actor holding it dies without a word
+    time.sleep(0.15)
+    assert q.take_prompts(1, block_ms=10) == []
+    assert (
+        q.dead_letters()[0]["reason"]
+        == "delivered 1 times without completing: the actor holding it died each time"
+    )
 
 
 def test_pending_prompts_survive_a_redis_crash_and_restart(server):
