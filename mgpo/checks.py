@@ -7,6 +7,8 @@ refuses a request (the API) or skips one record (a dataset, the feeder)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import MAX_ASPECT_RATIO
@@ -56,3 +58,28 @@ def prompt_problems(record: PromptRecord, max_images: int) -> list[str]:
         if box is None or not 0 <= box.x1 < box.x2 <= 1 or not 0 <= box.y1 < box.y2 <= 1:
             problems.append(f"a grounding prompt needs its target_box normalised 0-1 with x1 < x2, y1 < y2, got {box}")
     return problems
+
+
+class Screened(NamedTuple):
+    good: list[PromptRecord]
+    refused: list[tuple[str, str]]  # (record id, its problems joined)
+
+
+def screen(
+    records: Iterable[PromptRecord], image_problems_of: Callable[[str], list[str]], max_images: int
+) -> Screened:
+    """Split records into those the loop can roll out and the refused, with reasons. `image_problems_of`
+    names what is wrong with an image (by digest): missing, unreadable, a shape the model cannot take."""
+    seen: dict[str, list[str]] = {}
+    good, refused = [], []
+    for record in records:
+        problems = prompt_problems(record, max_images)
+        for digest in dict.fromkeys(record.images):
+            if digest not in seen:
+                seen[digest] = image_problems_of(digest)
+            problems += seen[digest]
+        if problems:
+            refused.append((record.id, "; ".join(problems)))
+        else:
+            good.append(record)
+    return Screened(good, refused)

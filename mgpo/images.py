@@ -1,7 +1,7 @@
 """Safe image decoding and a content-addressed image store.
 
-Every image enters the system through `decode_image`: corrupt, truncated or enormous files raise `ImageError`
-with a clear message; odd modes (CMYK, palette, alpha, 16-bit, 1-bit) and EXIF rotation come out as plain RGB.
+Every image enters the system through `decode_image`: corrupt, truncated or enormous files, and shapes the
+model cannot take (aspect ratio over 200), raise `ImageError` with a clear message, before pixels are decoded; odd modes (CMYK, palette, alpha, 16-bit, 1-bit) and EXIF rotation come out as plain RGB.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from mgpo.checks import image_problems
 
 # 8K x 8K: above every benchmark we read (V*, MME-RealWorld top out near 8K a side). Past this, refuse.
 MAX_IMAGE_PIXELS = 8192 * 8192
@@ -68,6 +70,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
                     f"image is {width}x{height} = {width * height} pixels, over the {max_pixels}-pixel limit "
                     "(decompression-bomb guard)"
                 )
+            for problem in image_problems(width, height):
+                raise ImageError(problem)
             image.load()
     except ImageError:
         raise
@@ -146,6 +150,23 @@ class ImageStore:
         if not path.exists():
             raise ImageError(f"image {digest} is not in the store at {self.root}")
         return load_image(path)
+
+    def problems(self, digest: str) -> list[str]:
+        """What makes a stored image unusable, read from its header only (cheap): missing, unreadable, too
+        large, a shape the model cannot take."""
+        path = self.path(digest)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size
+        except FileNotFoundError:
+            return [f"image {digest} is not in the store at {self.root}"]
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            return [f"image {digest} is unreadable: {err}"]
+        if width * height > MAX_IMAGE_PIXELS:
+            return [f"image {digest} is {width}x{height}, over the {MAX_IMAGE_PIXELS}-pixel limit"]
+        return [f"image {digest}: {p}" for p in image_problems(width, height)]
 
     def __contains__(self, digest: str) -> bool:
         return self.path(digest).exists()

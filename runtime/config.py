@@ -13,9 +13,10 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mgpo.checks import prompt_image_limit
 from mgpo.data.synth import SynthKnobs
 from mgpo.resize import FACTOR
-from mgpo.templates import Mode
+from mgpo.templates import Mode, template_for
 
 
 class ConfigError(ValueError):
@@ -65,6 +66,11 @@ class RolloutConfig(_Section):
         description="custom Ray resources each actor needs (pins actors to a worker group)",
     )
     batch_prompts: int = Field(4, ge=1)
+
+    @property
+    def prompt_image_limit(self) -> int:
+        """Images per prompt the rollout engine is started with: a prompt with more is refused at the door."""
+        return prompt_image_limit(template_for(self.mode, self.max_crops).max_crops)
 
     @model_validator(mode="after")
     def _budget(self) -> RolloutConfig:
@@ -215,7 +221,10 @@ class ServeConfig(_Section):
         15.0, gt=0.0, description="how often runs' actor counts are revisited"
     )
     dataset_roots: tuple[str, ...] = Field(
-        (".",), description="POST /runs/{name}/datasets reads only folders under these"
+        (".",), description="runs and POST /runs/{name}/datasets read data only from folders under these"
+    )
+    model_roots: tuple[str, ...] = Field(
+        (".",), description="a run created over the API loads its model only from under these (or 'tiny')"
     )
 
 

@@ -86,8 +86,11 @@ def write_synthetic(
     return out
 
 
-def read_prompts(root: str | os.PathLike[str]) -> Iterator[PromptRecord]:
-    """The records of a dataset folder, in file order; a malformed line raises RecordError with its number."""
+def read_prompts(
+    root: str | os.PathLike[str], malformed: list[tuple[str, str]] | None = None
+) -> Iterator[PromptRecord]:
+    """The records of a dataset folder, in file order. A malformed line raises RecordError with its number,
+    or, given a `malformed` list, is skipped and listed there as ("line N", reason)."""
     path = Path(root) / PROMPTS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{root} is not a dataset folder: no {PROMPTS_FILE}")
@@ -97,7 +100,9 @@ def read_prompts(root: str | os.PathLike[str]) -> Iterator[PromptRecord]:
                 try:
                     yield PromptRecord.from_json(line)
                 except RecordError as err:
-                    raise RecordError(f"{path}:{number}: {err}") from err
+                    if malformed is None:
+                        raise RecordError(f"{path}:{number}: {err}") from err
+                    malformed.append((f"line {number}", str(err)))
 
 
 def open_store(root: str | os.PathLike[str]) -> ImageStore:

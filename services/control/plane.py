@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,13 @@ import yaml
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry
 
-from mgpo.boxes import Box
 from mgpo.images import ImageStore
-from mgpo.records import PromptRecord, TaskKind
+from mgpo.records import PromptRecord
 from runtime.config import ConfigError, RunConfig, ServeConfig, parse_config
 from runtime.metrics import RunsCollector
 from runtime.queue import Queue, QueueFull
 from services.autoscale import Autoscaler
-from services.control.schemas import PromptIn, RunOut
+from services.control.schemas import RunOut
 from services.launcher import launch_driver
 from services.runs import Runs, RunView
 
@@ -70,17 +68,28 @@ class ControlPlane:
             update={"autoscale": f"{decision[0]}: {decision[1]}" if decision else None}
         )
 
-    def run_config(self, raw: dict[str, Any]) -> RunConfig:
-        """The posted config over the defaults, placed on this control plane's Ray and state folder (and its
-        Redis: see `launch`)."""
-        raw = _merge(self.run_defaults, raw)
+    def run_config(self, posted: dict[str, Any]) -> RunConfig:
+        """The posted config over the defaults, placed on this control plane's Redis (see `launch`), Ray and
+        state folder. A posted config may not name another Redis or Ray, nor data or a model outside the
+        allowed roots: the service reads and connects only where its operator said."""
+        for key, path in (("queue", "redis_url"), (None, "ray_address"), (None, "output_dir")):
+            section = posted.get(key) if key else posted
+            if isinstance(section, dict) and section.get(path) is not None:
+                name = f"{key}.{path}" if key else path
+                raise HTTPException(422, f"{name}: a run created over the API uses the control plane's own")
+        raw = _merge(self.run_defaults, posted)
         raw["output_dir"] = str(self.state_dir)
         if self.settings.ray_address is not None and "ray_address" not in raw:
             raw["ray_address"] = self.settings.ray_address
         try:
-            return parse_config(raw, "config")
+            config = parse_config(raw, "config")
         except ConfigError as err:
             raise HTTPException(422, str(err)) from err
+        if config.data.path is not None:
+            inside_roots(config.data.path, self.settings.dataset_roots)
+        if config.model.path != "tiny":
+            inside_roots(config.model.path, self.settings.model_roots)
+        return config
 
     def launch(self, config: RunConfig, resume: bool) -> None:
         """Start the run's driver. It gets this control plane's Redis in its environment (a password stays out
@@ -102,21 +111,23 @@ class ControlPlane:
 
 
 def image_store(view: RunView) -> ImageStore:
-    config = parse_config(view.config, f"run {view.name} config")
-    return ImageStore(config.data_dir / "images")
+    return ImageStore(run_config(view).data_dir / "images")
 
 
-def prompt_record(p: PromptIn, index: int) -> PromptRecord:
-    return PromptRecord(
-        id=p.id or f"api-{time.time_ns()}-{index}",
-        kind=TaskKind(p.kind),
-        question=p.question,
-        images=tuple(p.images),
-        answer=p.answer,
-        choices=tuple(p.choices),
-        target_box=Box(*p.target_box) if p.target_box is not None else None,
-        source="api",
-    )
+def run_config(view: RunView) -> RunConfig:
+    return parse_config(view.config, f"run {view.name} config")
+
+
+def inside_roots(path: str | Path, roots: tuple[str, ...]) -> Path:
+    """`path` resolved (symlinks followed), or 403 when it lies outside every allowed root; 422 when it
+    cannot be a path at all (a NUL byte)."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, ValueError) as err:
+        raise HTTPException(422, f"not a usable path: {err}") from err
+    if not any(resolved.is_relative_to(Path(r).resolve()) for r in roots):
+        raise HTTPException(403, f"{str(path)[:500]} is outside the allowed roots {list(roots)}")
+    return resolved
 
 
 def region_box(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mgpo.boxes import Box
+from mgpo.checks import prompt_problems
+from mgpo.records import PromptRecord, TaskKind
 
 HASH = r"^[0-9a-f]{64}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -39,15 +44,23 @@ class PromptIn(_Body):
 
     @model_validator(mode="after")
     def _answer(self) -> PromptIn:
-        if self.kind == "multiple_choice":
-            letters = [chr(ord("A") + i) for i in range(len(self.choices))]
-            if len(self.choices) < 2 or self.answer not in letters:
-                raise ValueError(
-                    f"multiple choice needs >= 2 choices and an answer among {letters or ['A', 'B']}"
-                )
-        elif not self.answer.isdigit():
-            raise ValueError("a counting answer is a whole number")
+        # the rule the rollout loop needs (mgpo.checks); the image limit is the run's, checked by the route
+        problems = prompt_problems(self.record(0), max_images=len(self.images))
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def record(self, index: int) -> PromptRecord:
+        return PromptRecord(
+            id=self.id or f"api-{time.time_ns()}-{index}",
+            kind=TaskKind(self.kind),
+            question=self.question,
+            images=tuple(self.images),
+            answer=self.answer,
+            choices=tuple(self.choices),
+            target_box=Box(*self.target_box) if self.target_box is not None else None,
+            source="api",
+        )
 
 
 class PromptsIn(_Body):

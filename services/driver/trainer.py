@@ -15,11 +15,14 @@ from pathlib import Path
 import redis
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from learner.checkpoint import latest_checkpoint
 from learner.service import start_learner
-from mgpo.data.dataset import read_prompts
+from mgpo.checks import screen
+from mgpo.data.dataset import open_store, read_prompts
+from mgpo.records import PromptRecord
 from runtime.config import RunConfig
 from runtime.metrics_log import MetricsLog
 from runtime.queue import Queue
@@ -71,6 +74,7 @@ class Trainer:
         )
         self._connect()
         self.data_dir = prepare_data(cfg, self.console)
+        self.records = self._screen_data()
         self.model_path = prepare_model(cfg, self.data_dir, self.console)
         self._started_ray = start_ray(cfg)
         self.membership = Membership(
@@ -127,15 +131,28 @@ class Trainer:
             except redis.ConnectionError:
                 pass  # Redis restarting: the next beat gets through
 
+    def _screen_data(self) -> list[PromptRecord]:
+        """The dataset's records the loop can roll out; the rest are listed once and skipped (one bad record
+        never stops a run)."""
+        refused: list[tuple[str, str]] = []
+        records = list(read_prompts(self.data_dir, malformed=refused))
+        good, bad = screen(records, open_store(self.data_dir).problems, self.config.rollout.prompt_image_limit)
+        refused += bad
+        if refused:
+            shown_ = "; ".join(f"{record_id}: {reason}" for record_id, reason in refused[:5])
+            self.console.print(f"[yellow]{len(refused)} records refused[/] ({escape(shown_)[:1000]})")
+        if not good:
+            raise ValueError(f"no record of {self.data_dir} can be rolled out")
+        return good
+
     def _start_feeder(self) -> None:
-        records = list(read_prompts(self.data_dir))
         client = redis.Redis.from_url(self.redis_url)
         queue = Queue(client, self.config.name, "feeder", max_len=self.config.queue.max_len)
-        self.feeder = Feeder(records, self.config.data.epochs, queue, self._stopping)
+        self.feeder = Feeder(self.records, self.config.data.epochs, queue, self._stopping)
         self.feeder.start(position=self.run_state.read().fed)
 
     def planned_steps(self) -> int:
-        prompts = sum(1 for _ in read_prompts(self.data_dir)) * self.config.data.epochs
+        prompts = len(self.records) * self.config.data.epochs
         by_data = -(-prompts // self.config.learner.groups_per_step)
         return min(self.config.steps, by_data) if self.config.steps else by_data
 

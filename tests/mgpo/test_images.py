@@ -95,3 +95,11 @@ def test_image_store_refuses_corrupt_bytes_and_reports_missing_images(tmp_path):
         store.put_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ImageError, match="not in the store"):
         store.get("ab" * 32)
+
+
+@pytest.mark.parametrize(("size", "ratio"), [((1, 300), 300), ((8000, 30), 267)])
+def test_decode_image_refuses_a_shape_the_model_cannot_take(size, ratio):
+    # smart_resize refuses aspect ratios over 200; such an image used to pass upload and kill the actor
+    with pytest.raises(ImageError, match=f"aspect ratio {ratio} is over the model's 200"):
+        decode_image(_encode(Image.new("L", size)))
+    assert decode_image(_encode(Image.new("L", (200, 1)))).size == (200, 1)  # 200 itself is allowed

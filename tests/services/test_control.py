@@ -41,7 +41,12 @@ def client(redis_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MGPO_API_TOKEN", TOKEN)
     monkeypatch.delenv("MGPO_API_TOKEN_FILE", raising=False)
     redis.Redis.from_url(redis_server.url).flushdb()
-    settings = ServeConfig(state_dir=str(tmp_path / "state"), max_upload_mb=1, dataset_roots=(str(tmp_path),))
+    settings = ServeConfig(
+        state_dir=str(tmp_path / "state"),
+        max_upload_mb=1,
+        dataset_roots=(str(tmp_path),),
+        model_roots=(str(tmp_path),),
+    )
     with TestClient(create_app(settings, redis_server.url)) as c:
         c.redis = redis.Redis.from_url(redis_server.url)
         c.tmp = tmp_path
@@ -373,3 +378,91 @@ def test_a_broken_run_defaults_file_stops_the_service_at_start(redis_server, tmp
     settings = ServeConfig(state_dir=str(tmp_path), run_defaults=str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="missing.yaml"):
         create_app(settings, redis_server.url)
+
+
+def _posted(client, config):
+    return client.post("/runs", json={"config": {"name": "hostile", **config}}, headers=AUTH)
+
+
+def test_a_posted_run_may_not_name_another_redis_ray_or_folder(client):
+    for config, field in (
+        ({"queue": {"redis_url": "redis://10.0.0.9:6379"}}, "queue.redis_url"),
+        ({"ray_address": "10.0.0.9:6379"}, "ray_address"),
+        ({"output_dir": "/etc"}, "output_dir"),
+    ):
+        response = _posted(client, config)
+        assert response.status_code == 422, config
+        assert (
+            response.json()["detail"] == f"{field}: a run created over the API uses the control plane's own"
+        )
+    assert client.get("/runs").json() == []  # nothing was registered, no driver started
+
+
+def test_a_posted_run_reads_data_and_models_only_under_the_allowed_roots(client, tmp_path):
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (tmp_path / "escape").symlink_to(outside)  # a link inside the root that leads out of it
+    for config in (
+        {"data": {"path": "/etc"}},
+        {"data": {"path": str(tmp_path / "escape")}},
+        {"model": {"path": "/usr/lib"}},
+        {"model": {"path": str(tmp_path / "escape")}},
+    ):
+        response = _posted(client, config)
+        assert response.status_code == 403 and "outside the allowed roots" in response.json()["detail"], (
+            config
+        )
+
+
+def test_prompts_the_loop_would_refuse_are_refused_at_the_door(client, dataset):
+    _register(client, dataset)
+    digest = client.post("/runs/r1/images", files=[("files", ("a.png", _png(), "image/png"))], headers=AUTH)
+    (digest,) = digest.json()["images"]
+    count = {"kind": "counting", "question": "How many?", "images": [digest], "answer": "²"}
+    choice = {"question": "q?", "images": [digest, digest], "answer": "A", "choices": ["x", "y"]}
+    for prompt, needle in (
+        (count, "a counting answer is a whole number in digits 0-9, got '²'"),
+        (choice, "a multiple-choice prompt has one image, this one has 2"),
+    ):
+        response = client.post("/runs/r1/prompts", json={"prompts": [prompt]}, headers=AUTH)
+        assert response.status_code == 422 and needle in response.text, prompt
+    strip = client.post(
+        "/runs/r1/images", files=[("files", ("s.png", _png((1, 300)), "image/png"))], headers=AUTH
+    )
+    assert strip.status_code == 422 and "aspect ratio 300 is over the model's 200" in strip.json()["detail"]
+    assert Queue(client.redis, "r1", "reader").depth()["prompts_len"] == 0
+
+
+def test_a_dataset_is_enqueued_without_its_bad_records_which_are_listed(client, dataset):
+    _register(client, dataset)
+    other = write_synthetic(client.tmp.parent / f"{client.tmp.name}-other", n=2, seed=7, progress=False)
+    folder = client.tmp / "mixed"
+    folder.mkdir()
+    lines = (other / "prompts.jsonl").read_text().splitlines()
+    bad = json.loads(lines[0]) | {"id": "bad-count", "kind": "counting", "choices": [], "answer": "²"}
+    (folder / "prompts.jsonl").write_text("\n".join([*lines, json.dumps(bad), "{broken"]) + "\n")
+    (folder / "images").symlink_to(other / "images")  # outside the allowed roots: images refused too
+    refused = client.post("/runs/r1/datasets", json={"path": str(folder)}, headers=AUTH)
+    assert refused.status_code == 422 and "outside the allowed roots" in refused.json()["detail"]
+    (folder / "images").unlink()
+    import shutil
+
+    shutil.copytree(other / "images", folder / "images")
+    response = client.post("/runs/r1/datasets", json={"path": str(folder)}, headers=AUTH)
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["enqueued"], body["refused"]) == (len(lines), 2)
+    assert body["problems"][0].startswith("line 4: not a prompt record")
+    assert body["problems"][1] == "bad-count: a counting answer is a whole number in digits 0-9, got '²'"
+
+
+def test_a_dataset_path_that_cannot_be_read_is_4xx_never_500(client, dataset):
+    _register(client, dataset)
+    folder_as_file = client.tmp / "weird"
+    (folder_as_file / "prompts.jsonl").mkdir(parents=True)  # a folder where the file should be
+    latin = client.tmp / "latin"
+    latin.mkdir()
+    (latin / "prompts.jsonl").write_bytes(b'{"id": "\xe9"}\n')  # not UTF-8
+    for path in (str(client.tmp / "a\x00b"), str(folder_as_file), str(latin)):
+        response = client.post("/runs/r1/datasets", json={"path": path}, headers=AUTH)
+        assert response.status_code == 422, (path, response.text)

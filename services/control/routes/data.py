@@ -3,16 +3,15 @@ prompt stream."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
 
-from mgpo.data.dataset import open_store, read_prompts
+from mgpo.checks import screen
+from mgpo.data.dataset import PROMPTS_FILE, open_store, read_prompts
 from mgpo.images import ImageError
-from mgpo.records import RecordError
 from services.control.deps import WRITE, LiveRun, Plane, Run
-from services.control.plane import image_store, prompt_record
+from services.control.plane import image_store, inside_roots, run_config
 from services.control.schemas import DatasetIn, PromptsIn
 
 router = APIRouter(prefix="/runs/{name}", tags=["data"], dependencies=WRITE)
@@ -42,25 +41,48 @@ def enqueue_prompts(view: LiveRun, plane: Plane, body: PromptsIn) -> dict[str, A
     missing = sorted({h for p in body.prompts for h in p.images if not store.path(h).exists()})
     if missing:
         raise HTTPException(422, f"images not in the run's store (upload them first): {missing[:10]}")
-    records = [prompt_record(p, i) for i, p in enumerate(body.prompts)]
+    records = [p.record(i) for i, p in enumerate(body.prompts)]
+    limit = run_config(view).rollout.prompt_image_limit
+    refused = screen(records, lambda _: [], limit).refused
+    if refused:
+        raise HTTPException(422, f"{len(refused)} prompts the run cannot roll out: {_listed(refused)}")
     return {"run": view.name, "enqueued": len(plane.put(view.name, records))}
 
 
 @router.post("/datasets", status_code=202)
 def enqueue_dataset(view: LiveRun, plane: Plane, body: DatasetIn) -> dict[str, Any]:
-    folder = Path(body.path).resolve()
-    allowed = plane.settings.dataset_roots
-    if not any(folder.is_relative_to(Path(r).resolve()) for r in allowed):
-        raise HTTPException(403, f"{body.path} is outside the allowed dataset roots {allowed}")
+    """Enqueue a dataset folder under one of the allowed roots; records the loop cannot roll out are
+    refused one by one (listed in the answer) and the rest are enqueued."""
+    roots = plane.settings.dataset_roots
+    folder = inside_roots(body.path, roots)
+    inside_roots(folder / PROMPTS_FILE, roots)  # a symlinked prompts file must not lead out either
+    refused: list[tuple[str, str]] = []
     try:
-        records = list(read_prompts(folder))
-    except (FileNotFoundError, RecordError) as err:
-        raise HTTPException(422, str(err)) from err
+        records = list(read_prompts(folder, malformed=refused))
+    except (OSError, ValueError) as err:  # not a dataset folder, a folder named prompts.jsonl, not UTF-8
+        raise HTTPException(422, f"{body.path}: {err}") from err
     source, store = open_store(folder), image_store(view)
-    try:
-        for digest in {h for r in records for h in r.images}:
+
+    def copied(digest: str) -> list[str]:
+        """Copy one image into the run's store (decoded and checked on the way): its problems, if any."""
+        try:
             if not store.path(digest).exists():
-                store.put_bytes(source.path(digest).read_bytes())
-    except (OSError, ImageError) as err:
-        raise HTTPException(422, f"dataset images: {err}") from err
-    return {"run": view.name, "enqueued": len(plane.put(view.name, records))}
+                path = inside_roots(source.path(digest), roots)
+                store.put_bytes(path.read_bytes())
+        except HTTPException as err:
+            return [f"image {digest}: {err.detail}"]
+        except (OSError, ImageError) as err:
+            return [f"image {digest}: {err}"]
+        return []
+
+    good, bad = screen(records, copied, run_config(view).rollout.prompt_image_limit)
+    refused += bad
+    if not good:
+        raise HTTPException(422, f"no record of {body.path} can be rolled out: {_listed(refused)}")
+    enqueued = len(plane.put(view.name, good))
+    return {"run": view.name, "enqueued": enqueued, "refused": len(refused), "problems": _listed(refused)}
+
+
+def _listed(refused: list[tuple[str, str]], most: int = 10) -> list[str]:
+    """The first refused records with their reasons: an error never echoes a whole request back."""
+    return [f"{record_id[:200]}: {reason[:300]}" for record_id, reason in refused[:most]]
