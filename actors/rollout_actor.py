@@ -159,9 +159,7 @@ class RolloutWorker:
             seconds = time.perf_counter() - start
             self._steps += 1
         self.queue.complete_prompts([m for m, _ in done], groups)
-        entries = [
-            group_entry(r, g, self.loop.original_size) for (_, r), g in zip(done, groups, strict=True)
-        ]
+        entries = [group_entry(r, g, self.loop.original_size) for (_, r), g in zip(done, groups, strict=True)]
         push_recent(self.queue.client, self.spec.run, entries, self.spec.recent)
         self._count(groups, seconds)
         if self.metrics is not None:

@@ -56,7 +56,9 @@ def prompt_problems(record: PromptRecord, max_images: int) -> list[str]:
             problems.append(f"the answer names the target image, 1..{n}, got {record.answer[:20]!r}")
         box = record.target_box
         if box is None or not 0 <= box.x1 < box.x2 <= 1 or not 0 <= box.y1 < box.y2 <= 1:
-            problems.append(f"a grounding prompt needs its target_box normalised 0-1 with x1 < x2, y1 < y2, got {box}")
+            problems.append(
+                f"a grounding prompt needs its target_box normalised 0-1 with x1 < x2, y1 < y2, got {box}"
+            )
     return problems
 
 

@@ -131,7 +131,10 @@ class QueueConfig(_Section):
     max_len: int = Field(10_000, ge=1)
     claim_idle_ms: int = Field(60_000, ge=100, description="reclaim a dead actor's prompts after this long")
     max_deliveries: int = Field(
-        3, ge=1, le=100, description="a prompt delivered this often without completing goes to the dead letters"
+        3,
+        ge=1,
+        le=100,
+        description="a prompt delivered this often without completing goes to the dead letters",
     )
 
 

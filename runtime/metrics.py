@@ -291,7 +291,9 @@ class RunsCollector(Collector):
             for stream in ("prompts", "trajectories"):
                 depth.add_metric([run.name, stream], run.queue.get(f"{stream}_len", 0))
                 pending.add_metric([run.name, stream], run.queue.get(f"{stream}_pending", 0))
-            depth.add_metric([run.name, "dead"], run.queue.get("dead_len", 0))  # dead letters (poison prompts)
+            depth.add_metric(
+                [run.name, "dead"], run.queue.get("dead_len", 0)
+            )  # dead letters (poison prompts)
             for state, count in run.actors.items():
                 actors.add_metric([run.name, state], count)
             paused.add_metric([run.name], run.state.get("paused", 0))

@@ -136,7 +136,9 @@ class Trainer:
         never stops a run)."""
         refused: list[tuple[str, str]] = []
         records = list(read_prompts(self.data_dir, malformed=refused))
-        good, bad = screen(records, open_store(self.data_dir).problems, self.config.rollout.prompt_image_limit)
+        good, bad = screen(
+            records, open_store(self.data_dir).problems, self.config.rollout.prompt_image_limit
+        )
         refused += bad
         if refused:
             shown_ = "; ".join(f"{record_id}: {reason}" for record_id, reason in refused[:5])
