@@ -440,7 +440,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(
         f"mgpo serve: API docs http://{args.host}:{args.port}/docs, viewer http://{args.host}:{args.port}/viewer"
     )
-    uvicorn.run(create_app(settings, redis_url), host=args.host, port=args.port, log_level="info")
+    # h11, not httptools: h11 refuses request heads over 16 KB (httptools took a 64 MB header)
+    uvicorn.run(create_app(settings, redis_url), host=args.host, port=args.port, log_level="info", http="h11")
     return 0
 
 

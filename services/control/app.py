@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import redis
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from runtime.config import ServeConfig
-from services.control.plane import ControlPlane
+from services.control.guard import RequestGuard
+from services.control.plane import ControlPlane, validation_detail
 from services.control.routes import data, health, metrics, runs, viewer
 
 
@@ -33,16 +34,15 @@ def create_app(settings: ServeConfig, redis_url: str) -> FastAPI:
     )
     app.state.plane = plane
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > plane.upload_limit):
-            return JSONResponse({"detail": f"request body over the {settings.max_upload_mb} MB limit"}, 413)
-        return await call_next(request)
+    app.add_middleware(RequestGuard, limit_bytes=plane.upload_limit)
 
     @app.exception_handler(redis.ConnectionError)
     async def redis_down(request: Request, err: redis.ConnectionError) -> JSONResponse:
         return JSONResponse({"detail": f"Redis is unreachable: {err}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(err.errors())}, 422)
 
     for module in (health, metrics, runs, data, viewer):
         app.include_router(module.router)

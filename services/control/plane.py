@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,15 @@ def image_store(view: RunView) -> ImageStore:
 
 def run_config(view: RunView) -> RunConfig:
     return parse_config(view.config, f"run {view.name} config")
+
+
+def validation_detail(errors: Sequence[dict[str, Any]], most: int = 20) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the inputs they quote: an input may hold NaN or Infinity (which
+    JSON cannot render: a 500) or be the whole 100,000-item request (a 15 MB answer). The first `most`."""
+    out = [{"type": e["type"], "loc": list(e["loc"]), "msg": str(e["msg"])[:500]} for e in errors[:most]]
+    if len(errors) > most:
+        out.append({"type": "more", "loc": [], "msg": f"{len(errors) - most} more errors not shown"})
+    return out
 
 
 def inside_roots(path: str | Path, roots: tuple[str, ...]) -> Path:

@@ -466,3 +466,103 @@ def test_a_dataset_path_that_cannot_be_read_is_4xx_never_500(client, dataset):
     for path in (str(client.tmp / "a\x00b"), str(folder_as_file), str(latin)):
         response = client.post("/runs/r1/datasets", json={"path": path}, headers=AUTH)
         assert response.status_code == 422, (path, response.text)
+
+
+@pytest.fixture
+def live(redis_server, tmp_path, monkeypatch):
+    """The app on a real uvicorn server (h11, as `mgpo serve` runs it), for what a test client cannot show."""
+    import http.client
+    import threading
+
+    import uvicorn
+
+    from runtime.redis_server import free_port
+
+    monkeypatch.setenv("MGPO_API_TOKEN", TOKEN)
+    settings = ServeConfig(state_dir=str(tmp_path / "state"), max_upload_mb=1, dataset_roots=(str(tmp_path),))
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    config = RunConfig(name="r1", output_dir=settings.state_dir)
+    Runs(client).register("r1", config.model_dump(mode="json"), str(config.run_dir))
+    Runs(client).set("r1", status="running")
+    RunState(client, "r1").set(heartbeat=int(time.time()))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, redis_server.url), port=port, http="h11", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    server.should_exit = True
+    thread.join(10)
+
+
+def _chunked_upload(connection, headers, chunks):
+    """Send a chunked POST of up to `chunks` 1 MB chunks; stop as soon as the server has answered."""
+    connection.putrequest("POST", "/runs/r1/images")
+    for key, value in {
+        "Transfer-Encoding": "chunked",
+        "Content-Type": "multipart/form-data; boundary=b0",
+        **headers,
+    }.items():
+        connection.putheader(key, value)
+    connection.endheaders()
+    prelude = b'--b0\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+    connection.sock.sendall(b"%x\r\n%s\r\n" % (len(prelude), prelude))
+    sent = 0
+    connection.sock.settimeout(0.2)
+    for _ in range(chunks):
+        try:
+            connection.sock.sendall(b"100000\r\n" + b"x" * (1 << 20) + b"\r\n")
+            sent += 1
+            if connection.sock.recv(1, __import__("socket").MSG_PEEK):
+                break  # an answer is waiting: the server stopped reading
+        except (TimeoutError, BlockingIOError):
+            continue
+        except OSError:
+            break
+    connection.sock.settimeout(10)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read()), sent
+
+
+def test_a_mutation_without_a_token_is_refused_before_its_body_is_read(live):
+    status, body, sent = _chunked_upload(live(), {}, chunks=40)
+    assert status == 401 and body["detail"].startswith("missing bearer token")
+    assert sent < 40  # answered while the 40 MB upload was still being sent
+
+
+def test_a_chunked_body_over_the_limit_is_413_however_it_is_sent(live):
+    status, body, sent = _chunked_upload(live(), AUTH, chunks=40)
+    assert status == 413 and body["detail"] == "request body over the 1 MB limit"
+    assert sent < 40
+
+
+def test_an_oversized_header_is_refused(live):
+    connection = live()
+    connection.request("GET", "/healthz", headers={"X-Big": "y" * (1 << 20)})
+    assert connection.getresponse().status in (400, 431)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_validation_error_quoting_a_non_finite_number_is_422_not_500(client, dataset, value):
+    _register(client, dataset)
+    body = '{"prompts": [{"question": "q", "images": ["%s"], "answer": "A", "choices": ["x", "y"], "target_box": [%s, 0, 1, 1]}]}'
+    response = client.post(
+        "/runs/r1/prompts",
+        content=body % ("0" * 64, value),
+        headers={**AUTH, "content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert all("input" not in error for error in response.json()["detail"])
+
+
+def test_an_error_never_echoes_a_huge_request(client, dataset):
+    _register(client, dataset)
+    prompt = {"question": "q", "images": ["0" * 64], "answer": "A", "choices": ["x", "y"]}
+    response = client.post("/runs/r1/prompts", json={"prompts": [prompt] * 5000}, headers={**AUTH})
+    assert response.status_code in (413, 422)
+    assert len(response.content) < 10_000
