@@ -34,10 +34,16 @@ def content_hash(data: bytes) -> str:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: scale the used range to 8 bits rather than clipping everything to white.
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() if array.size and array.max() > 255 else 255.0
+    if image.mode in ("I;16", "I;16B", "I;16L"):
+        # 16-bit grey: scale the used range to 8 bits rather than clipping everything to white, through a
+        # 64K-entry table: no full-size float copy (an 8K x 8K image took 1.7 GB that way)
+        array = np.asarray(image)
+        top = max(int(array.max()) if array.size else 0, 255)
+        table = (np.arange(65536, dtype=np.uint32) * 255 // top).clip(0, 255).astype(np.uint8)
+        image = Image.fromarray(table[array])
+    elif image.mode == "I":
+        array = np.asarray(image, dtype=np.float32)
+        top = max(float(array.max()) if array.size else 0.0, 255.0)
         image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8))
     elif image.mode == "F":
         array = np.nan_to_num(np.asarray(image, dtype=np.float64))

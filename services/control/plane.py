@@ -4,8 +4,11 @@ the drivers, so a restarted control plane re-attaches to whatever is running."""
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import yaml
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry
 
-from mgpo.images import ImageStore
+from mgpo.images import ImageError, ImageStore
 from mgpo.records import PromptRecord
 from runtime.config import ConfigError, RunConfig, ServeConfig, parse_config
 from runtime.metrics import RunsCollector
@@ -24,6 +27,9 @@ from services.autoscale import Autoscaler
 from services.control.schemas import RunOut
 from services.launcher import launch_driver
 from services.runs import Runs, RunView
+
+DECODES = 2  # concurrent full image decodes per control-plane process
+CACHED_SIDE = 1024  # renders up to this side are cached (a few hundred KB each), larger ones are not
 
 
 class ControlPlane:
@@ -36,6 +42,8 @@ class ControlPlane:
         self.state_dir = Path(settings.state_dir).resolve()
         self.run_defaults = _run_defaults(settings)
         self.upload_limit = settings.max_upload_mb << 20
+        # full decodes of originals (an 8K x 8K image is ~0.5 GB while decoding) run at most two at a time
+        self.decodes = threading.BoundedSemaphore(DECODES)
         self.registry = CollectorRegistry()
         self.registry.register(RunsCollector(self.views))
 
@@ -104,6 +112,18 @@ class ControlPlane:
 
     # ---- data ---------------------------------------------------------------------------------------
 
+    def store_image(self, store: ImageStore, data: bytes) -> str:
+        """Decode-check and store uploaded bytes (on a worker thread: the event loop never decodes)."""
+        with self.decodes:
+            return store.put_bytes(data)
+
+    def render(self, store: ImageStore, digest: str, region: str | None, max_side: int) -> bytes:
+        """An image (or a region of it) scaled to fit `max_side`, as JPEG; small renders are cached, so the
+        viewer's repeated reads decode an original once."""
+        if max_side <= CACHED_SIDE:
+            return _cached_render(store.root, digest, region, max_side, self.decodes)
+        return _render(store, digest, region, max_side, self.decodes)
+
     def put(self, run: str, records: list[PromptRecord]) -> list[str]:
         try:
             return Queue(self.client, run, "control").put_prompts(records, timeout_s=5.0, counter="enqueued")
@@ -138,6 +158,29 @@ def inside_roots(path: str | Path, roots: tuple[str, ...]) -> Path:
     if not any(resolved.is_relative_to(Path(r).resolve()) for r in roots):
         raise HTTPException(403, f"{str(path)[:500]} is outside the allowed roots {list(roots)}")
     return resolved
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_render(
+    root: Path, digest: str, region: str | None, max_side: int, decodes: threading.BoundedSemaphore
+) -> bytes:
+    return _render(ImageStore(root), digest, region, max_side, decodes)
+
+
+def _render(
+    store: ImageStore, digest: str, region: str | None, max_side: int, decodes: threading.BoundedSemaphore
+) -> bytes:
+    with decodes:
+        try:
+            picture = store.get(digest)
+        except ImageError as err:
+            raise HTTPException(422, str(err)) from err
+        if region is not None:
+            picture = picture.crop(region_box(region, picture.size))
+        picture.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def region_box(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:

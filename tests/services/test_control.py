@@ -566,3 +566,45 @@ def test_an_error_never_echoes_a_huge_request(client, dataset):
     response = client.post("/runs/r1/prompts", json={"prompts": [prompt] * 5000}, headers={**AUTH})
     assert response.status_code in (413, 422)
     assert len(response.content) < 10_000
+
+
+def test_a_heavy_upload_is_decoded_off_the_event_loop(live):
+    import threading
+
+    pixels = np.zeros((8192, 8192), np.uint16)
+    pixels[::7, ::5] = 40000
+    heavy = io.BytesIO()
+    Image.fromarray(pixels).save(heavy, "PNG")  # ~150 KB on the wire, 67 M pixels decoded
+    boundary = "b1"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="h.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + heavy.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    answers = {}
+
+    def upload():
+        connection = live()
+        connection.request(
+            "POST",
+            "/runs/r1/images",
+            body,
+            {**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        answers["upload"] = connection.getresponse().status
+        answers["upload_done"] = time.perf_counter()
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    time.sleep(0.05)  # the upload is in, its decode under way (about a second here)
+    connection = live()
+    connection.request("GET", "/healthz")
+    assert connection.getresponse().status == 200
+    healthz_done = time.perf_counter()
+    thread.join(60)
+    assert answers["upload"] == 201
+    # a decode on the event loop would hold /healthz until the upload is answered
+    assert healthz_done < answers["upload_done"], answers

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
 from mgpo.checks import screen
 from mgpo.data.dataset import PROMPTS_FILE, open_store, read_prompts
@@ -29,7 +30,7 @@ async def upload_images(
         if len(data) > limit:
             raise HTTPException(413, f"{upload.filename}: over the {plane.settings.max_upload_mb} MB limit")
         try:
-            hashes.append(store.put_bytes(data))
+            hashes.append(await run_in_threadpool(plane.store_image, store, data))
         except ImageError as err:
             raise HTTPException(422, f"{upload.filename}: {err}") from err
     return {"images": hashes}

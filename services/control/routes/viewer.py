@@ -3,7 +3,6 @@ the viewer page itself."""
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
-from mgpo.images import ImageError
 from runtime.trajectories import read_recent
 from services.control.deps import READ, Plane, Run
-from services.control.plane import image_store, region_box
+from services.control.plane import image_store
 from services.control.schemas import HASH
 
 VIEWER = Path(__file__).resolve().parents[2] / "viewer"
@@ -43,6 +41,7 @@ def trajectories(
 )
 def image(
     view: Run,
+    plane: Plane,
     digest: str,
     region: str | None = Query(None, max_length=200, description="x1,y1,x2,y2 in original pixels"),
     max_side: int = Query(1024, ge=16, le=4096),
@@ -53,16 +52,8 @@ def image(
     store = image_store(view)
     if not store.path(digest).exists():
         raise HTTPException(404, f"image {digest} is not in run {view.name!r}'s store")
-    try:
-        picture = store.get(digest)
-    except ImageError as err:
-        raise HTTPException(422, str(err)) from err
-    if region is not None:
-        picture = picture.crop(region_box(region, picture.size))
-    picture.thumbnail((max_side, max_side))
-    out = io.BytesIO()
-    picture.save(out, "JPEG", quality=90)
-    return Response(out.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    jpeg = plane.render(store, digest, region, max_side)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
 @page.get("/viewer", response_class=FileResponse, include_in_schema=False)
