@@ -32,6 +32,15 @@ GROUP_FIELD = b"group"
 DEAD_MAX_LEN = 10_000  # dead letters kept (approximately): the newest, for people to read
 
 
+# SADD the record id; only when it is new, XADD the record and count it in `enqueued`, atomically
+_ADD_IF_NEW = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[2], '*', 'prompt', ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'enqueued', 1)
+return id
+"""
+
+
 class QueueFull(TimeoutError):
     """A producer waited `timeout_s` and the stream stayed full (consumers are not keeping up)."""
 
@@ -60,6 +69,11 @@ class StreamNames:
     @property
     def state(self) -> str:
         return f"mgpo:{self.run}:state"
+
+    @property
+    def enqueued_ids(self) -> str:
+        """Set: the ids of records enqueued over the API, so that a retried request adds none twice."""
+        return f"mgpo:{self.run}:enqueued_ids"
 
     @property
     def dead(self) -> str:
@@ -128,6 +142,25 @@ class Queue:
             pipe.hincrby(self.names.state, counter, 1)
             ids.append(self._decode(pipe.execute()[0]))
         return ids
+
+    def put_new_prompts(self, records: Sequence[PromptRecord], timeout_s: float) -> tuple[list[str], int]:
+        """All or nothing, and idempotent: wait up to `timeout_s` for room for every record (else QueueFull,
+        nothing added), then add those whose id was never enqueued before (a retry of a request that failed
+        half-way adds only the rest). Returns the new message ids and the number skipped as duplicates."""
+        deadline = time.monotonic() + timeout_s
+        while self.client.xlen(self.names.prompts) + len(records) > self.max_len:
+            if time.monotonic() > deadline:
+                free = max(0, self.max_len - self.client.xlen(self.names.prompts))
+                raise QueueFull(f"room for {free} of {len(records)} prompts; nothing was added")
+            time.sleep(0.05)
+        add = self.client.register_script(_ADD_IF_NEW)
+        keys = [self.names.enqueued_ids, self.names.prompts, self.names.state]
+        ids = []
+        for record in records:
+            message_id = add(keys=keys, args=[record.id, record.to_json()])
+            if message_id is not None:
+                ids.append(self._decode(message_id))
+        return ids, len(records) - len(ids)
 
     def take_prompts(self, count: int, block_ms: int = 1000) -> list[tuple[str, PromptRecord]]:
         """Up to `count` prompts for this consumer: reclaimed stale ones first, then new ones."""

@@ -124,11 +124,15 @@ class ControlPlane:
             return _cached_render(store.root, digest, region, max_side, self.decodes)
         return _render(store, digest, region, max_side, self.decodes)
 
-    def put(self, run: str, records: list[PromptRecord]) -> list[str]:
+    def put(self, view: RunView, records: list[PromptRecord]) -> dict[str, Any]:
+        """Enqueue all or nothing (429 when the stream has no room for all of them), skipping ids enqueued
+        before: a client may retry a failed request without doubling its prompts."""
+        queue = Queue(self.client, view.name, "control", max_len=run_config(view).queue.max_len)
         try:
-            return Queue(self.client, run, "control").put_prompts(records, timeout_s=5.0, counter="enqueued")
+            ids, duplicates = queue.put_new_prompts(records, timeout_s=5.0)
         except QueueFull as err:
-            raise HTTPException(429, f"the prompt stream is full; try again later ({err})") from err
+            raise HTTPException(429, f"the prompt stream is full: {err}; try again later") from err
+        return {"run": view.name, "enqueued": len(ids), "duplicates": duplicates}
 
 
 def image_store(view: RunView) -> ImageStore:

@@ -608,3 +608,34 @@ def test_a_heavy_upload_is_decoded_off_the_event_loop(live):
     assert answers["upload"] == 201
     # a decode on the event loop would hold /healthz until the upload is answered
     assert healthz_done < answers["upload_done"], answers
+
+
+def test_enqueueing_is_all_or_nothing_and_a_retry_never_doubles_prompts(client, dataset):
+    _register(client, dataset)
+    digest = client.post("/runs/r1/images", files=[("files", ("a.png", _png(), "image/png"))], headers=AUTH)
+    (digest,) = digest.json()["images"]
+    prompts = [
+        {"id": f"p{i}", "question": "q?", "images": [digest], "answer": "A", "choices": ["x", "y"]}
+        for i in range(3)
+    ]
+    first = client.post("/runs/r1/prompts", json={"prompts": prompts[:2]}, headers=AUTH).json()
+    retry = client.post("/runs/r1/prompts", json={"prompts": prompts}, headers=AUTH).json()
+    assert (first["enqueued"], first["duplicates"]) == (2, 0)
+    assert (retry["enqueued"], retry["duplicates"]) == (1, 2)  # only the one the first request lacked
+    queue = Queue(client.redis, "r1", "reader")
+    assert queue.depth()["prompts_len"] == 3 and RunState(client.redis, "r1").read().enqueued == 3
+
+    config = RunConfig(
+        name="small", output_dir=str(client.tmp / "state"), data={"path": str(dataset)}, queue={"max_len": 4}
+    )
+    Runs(client.redis).register("small", config.model_dump(mode="json"), str(config.run_dir))
+    Runs(client.redis).set("small", status="running")
+    RunState(client.redis, "small").set(heartbeat=int(time.time()))
+    Queue(client.redis, "small", "test").ensure_groups()
+    many = [{**p, "id": f"m{i}"} for i, p in enumerate(prompts * 2)]  # 6 prompts, room for 4
+    response = client.post("/runs/small/prompts", json={"prompts": many}, headers=AUTH)
+    assert (
+        response.status_code == 429
+        and "room for 4 of 6 prompts; nothing was added" in response.json()["detail"]
+    )
+    assert Queue(client.redis, "small", "reader").depth()["prompts_len"] == 0

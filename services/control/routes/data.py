@@ -47,7 +47,7 @@ def enqueue_prompts(view: LiveRun, plane: Plane, body: PromptsIn) -> dict[str, A
     refused = screen(records, lambda _: [], limit).refused
     if refused:
         raise HTTPException(422, f"{len(refused)} prompts the run cannot roll out: {_listed(refused)}")
-    return {"run": view.name, "enqueued": len(plane.put(view.name, records))}
+    return plane.put(view, records)
 
 
 @router.post("/datasets", status_code=202)
@@ -80,8 +80,7 @@ def enqueue_dataset(view: LiveRun, plane: Plane, body: DatasetIn) -> dict[str, A
     refused += bad
     if not good:
         raise HTTPException(422, f"no record of {body.path} can be rolled out: {_listed(refused)}")
-    enqueued = len(plane.put(view.name, good))
-    return {"run": view.name, "enqueued": enqueued, "refused": len(refused), "problems": _listed(refused)}
+    return {**plane.put(view, good), "refused": len(refused), "problems": _listed(refused)}
 
 
 def _listed(refused: list[tuple[str, str]], most: int = 10) -> list[str]:
