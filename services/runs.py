@@ -6,7 +6,8 @@
 - plus the run state (runtime.run_state) and the streams (runtime.queue).
 
 Status: `created` (driver starting) -> `running` -> `finished` | `stopped` | `failed`. A `running` run whose
-driver has not beaten its heart for `LOST_AFTER_S` is reported `lost` (its driver died without a word).
+driver has not beaten its heart for `LOST_AFTER_S` is reported `lost` (its driver died without a word), and
+so is a `created` run whose driver, launched that long ago, never beat its heart at all.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class Runs:
         status = meta.get("status", "created")
         if status == "running" and time.time() - state.heartbeat > LOST_AFTER_S:
             status = "lost"
+        launched = float(meta.get("launched", 0.0))
+        if status == "created" and launched and state.heartbeat < launched < time.time() - LOST_AFTER_S:
+            status = "lost"  # a driver that never started: it hung or died before its first heartbeat
         counts = {"desired": state.desired_actors, "joining": 0, "running": 0, "leaving": 0}
         for raw in self.client.hvals(actors_key(name)):
             counts[raw.decode()] = counts.get(raw.decode(), 0) + 1

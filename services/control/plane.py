@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         process = launch_driver(path, config.run_dir, resume, {"MGPO_REDIS_URL": self.redis_url})
         self.drivers[config.name] = process
-        self.runs.set(config.name, driver_pid=process.pid)
+        self.runs.set(config.name, driver_pid=process.pid, launched=time.time())
 
     # ---- data ---------------------------------------------------------------------------------------
 

@@ -165,6 +165,16 @@ def test_a_run_without_heartbeat_is_reported_lost(client, dataset):
     assert client.get("/runs/r1").json()["status"] == "lost"
 
 
+def test_a_driver_that_never_beats_its_heart_does_not_stay_created_forever(client, dataset):
+    _register(client, dataset, status="created")
+    RunState(client.redis, "r1").set(heartbeat=0)
+    Runs(client.redis).set("r1", launched=time.time() - 60)
+    assert client.get("/runs/r1").json()["status"] == "created"  # still within its start-up time
+    Runs(client.redis).set("r1", launched=time.time() - 3600)
+    assert client.get("/runs/r1").json()["status"] == "lost"
+    assert client.post("/runs/r1/stop", headers=AUTH).status_code == 409  # ended: commands are refused
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
