@@ -6,15 +6,25 @@ Each role later receives only the fields it uses (ActorSpec, LossConfig, EngineC
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mgpo.checks import prompt_image_limit
 from mgpo.data.synth import SynthKnobs
+from mgpo.images import MAX_IMAGE_PIXELS
 from mgpo.resize import FACTOR
 from mgpo.templates import Mode, template_for
 
@@ -24,7 +34,30 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # no NaN or Infinity anywhere: a size or a rate of Infinity is a typo, never a setting
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        # YAML reads yes/no/on/off as booleans, and pydantic would take `zero_stage: yes` as 1
+        if isinstance(value, bool) and not _takes_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(
+                f"{value} is a boolean here (YAML reads yes/no/on/off as booleans): write a number"
+            )
+        return value
+
+
+def _takes_bool(annotation: object) -> bool:
+    if annotation is bool:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(v, bool) for v in get_args(annotation))
+    return any(_takes_bool(a) for a in get_args(annotation))
+
+
+# a Ray resource amount: 0 or more, and finite (negative amounts made Ray refuse the actor at placement)
+Amount = Annotated[float, Field(ge=0.0, le=1e6)]
 
 
 class ModelConfig(_Section):
@@ -51,21 +84,23 @@ class ModelConfig(_Section):
 class RolloutConfig(_Section):
     engine: Literal["vllm", "hf"] = "vllm"
     mode: Mode = Mode.MGPO
-    n: int = Field(8, ge=2, description="samples per prompt; GRPO needs at least 2 to compare")
+    n: int = Field(8, ge=2, le=256, description="samples per prompt; GRPO needs at least 2 to compare")
     temperature: float = Field(1.0, gt=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_turn_tokens: int = Field(256, ge=8)
-    max_model_len: int = Field(8192, ge=256)
-    max_crops: int = Field(1, ge=1, description="multiturn only: crops allowed per trajectory")
-    min_pixels: int = Field(256 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
-    max_pixels: int = Field(1280 * FACTOR * FACTOR, ge=FACTOR * FACTOR)
-    actors: int = Field(1, ge=1, description="rollout actors at start (more can join later)")
-    gpus_per_actor: float = Field(0.0, ge=0.0, description="Ray GPUs each rollout actor reserves (0 on CPU)")
-    ray_resources: dict[str, float] = Field(
+    max_turn_tokens: int = Field(256, ge=8, le=131_072)
+    max_model_len: int = Field(8192, ge=256, le=1_048_576)
+    max_crops: int = Field(1, ge=1, le=16, description="multiturn only: crops allowed per trajectory")
+    min_pixels: int = Field(256 * FACTOR * FACTOR, ge=FACTOR * FACTOR, le=MAX_IMAGE_PIXELS)
+    max_pixels: int = Field(1280 * FACTOR * FACTOR, ge=FACTOR * FACTOR, le=MAX_IMAGE_PIXELS)
+    actors: int = Field(1, ge=1, le=1024, description="rollout actors at start (more can join later)")
+    gpus_per_actor: float = Field(
+        0.0, ge=0.0, le=64.0, description="Ray GPUs each rollout actor reserves (0 on CPU)"
+    )
+    ray_resources: dict[str, Amount] = Field(
         default_factory=dict,
         description="custom Ray resources each actor needs (pins actors to a worker group)",
     )
-    batch_prompts: int = Field(4, ge=1)
+    batch_prompts: int = Field(4, ge=1, le=4096)
 
     @property
     def prompt_image_limit(self) -> int:
@@ -99,13 +134,15 @@ class LearnerConfig(_Section):
         1, ge=0, description="drop groups more than this many versions old; 0 = on-policy"
     )
     checkpoint_every: int = Field(50, ge=1)
-    gpus: float = Field(0.0, ge=0.0, description="Ray GPUs the learner reserves (0 on CPU)")
-    ray_resources: dict[str, float] = Field(
+    gpus: float = Field(0.0, ge=0.0, le=64.0, description="Ray GPUs the learner reserves (0 on CPU)")
+    ray_resources: dict[str, Amount] = Field(
         default_factory=dict, description="custom Ray resources the learner needs (pins it to a worker group)"
     )
-    keep_checkpoints: int = Field(2, ge=1)
-    sync_timeout_s: float = Field(120.0, gt=0.0, description="a broadcast member silent this long is dropped")
-    bucket_mb: int = Field(64, ge=1, description="weight broadcast bucket size")
+    keep_checkpoints: int = Field(2, ge=1, le=1000)
+    sync_timeout_s: float = Field(
+        120.0, gt=0.0, le=86_400.0, description="a broadcast member silent this long is dropped"
+    )
+    bucket_mb: int = Field(64, ge=1, le=65_536, description="weight broadcast bucket size")
     broadcast_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="auto: NCCL when the learner has a GPU, else gloo"
     )
@@ -128,8 +165,10 @@ class LearnerConfig(_Section):
 
 class QueueConfig(_Section):
     redis_url: str | None = Field(None, description="None: start a private Redis server for the run")
-    max_len: int = Field(10_000, ge=1)
-    claim_idle_ms: int = Field(60_000, ge=100, description="reclaim a dead actor's prompts after this long")
+    max_len: int = Field(10_000, ge=1, le=10_000_000)
+    claim_idle_ms: int = Field(
+        60_000, ge=100, le=86_400_000, description="reclaim a dead actor's prompts after this long"
+    )
     max_deliveries: int = Field(
         3,
         ge=1,
@@ -140,9 +179,9 @@ class QueueConfig(_Section):
 
 class DataConfig(_Section):
     path: str | None = Field(None, description="dataset folder; None: synthesize one into the output dir")
-    synth_n: int = Field(256, ge=1)
+    synth_n: int = Field(256, ge=1, le=1_000_000)
     synth_seed: int = 0
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=100_000)
 
 
 class MetricsConfig(_Section):
@@ -159,7 +198,7 @@ class AutoscaleConfig(_Section):
 
     enabled: bool = False
     min_actors: int = Field(1, ge=0)
-    max_actors: int = Field(8, ge=1)
+    max_actors: int = Field(8, ge=1, le=1024)
     starving_above: float = Field(0.5, gt=0.0, lt=1.0, description="learner wait share that adds an actor")
     surplus_below: float = Field(
         0.1, ge=0.0, lt=1.0, description="wait share under which a surplus removes one"
@@ -167,7 +206,7 @@ class AutoscaleConfig(_Section):
     surplus_groups: float = Field(
         2.0, gt=0.0, description="groups waiting, in learner steps, that is a surplus"
     )
-    cooldown_s: float = Field(120.0, ge=0.0)
+    cooldown_s: float = Field(120.0, ge=0.0, le=86_400.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoscaleConfig:
@@ -324,9 +363,9 @@ class SFTConfig(_Section):
         return self
 
 
-def _describe(err: ValidationError) -> str:
+def _describe(errors: list[Any]) -> str:
     lines = []
-    for e in err.errors():
+    for e in errors:
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else ""
         lines.append(f"  {where}: {e['msg']}{got}")
@@ -344,7 +383,29 @@ def _validate(raw: object, model: type[Section], source: str) -> Section:
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {err.error_count()} problem(s):\n{_describe(err)}") from err
+        errors = err.errors() + _hidden_errors(raw, model, err.errors())
+        raise ConfigError(f"{source}: {len(errors)} problem(s):\n{_describe(errors)}") from err
+
+
+def _hidden_errors(raw: dict, model: type[BaseModel], errors: list[Any]) -> list[Any]:
+    """The cross-field problems that field errors hid: pydantic runs a section's own checks (min <= max, ...)
+    only once its fields are valid, so validate again without the bad fields and keep what is new."""
+    pruned = copy.deepcopy(raw)
+    for error in errors:
+        *parents, leaf = error["loc"] or ("",)
+        section = pruned
+        for key in parents:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict) and not isinstance(section.get(leaf), dict):
+            section.pop(leaf, None)
+    try:
+        model.model_validate(pruned)
+    except ValidationError as again:
+        seen = {(tuple(e["loc"]), e["msg"]) for e in errors}
+        return [
+            e for e in again.errors() if (tuple(e["loc"]), e["msg"]) not in seen and e["type"] != "missing"
+        ]
+    return []
 
 
 def parse_config(raw: object, source: str = "config") -> RunConfig:

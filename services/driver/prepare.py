@@ -74,7 +74,23 @@ def start_ray(config: RunConfig) -> bool:
     ray.init(
         num_cpus=cpus, namespace="mgpo", include_dashboard=False, log_to_driver=False, logging_level="WARNING"
     )
+    try:
+        check_gpus(config, ray.cluster_resources().get("GPU", 0.0))
+    except ValueError:
+        ray.shutdown()
+        raise
     return True
+
+
+def check_gpus(config: RunConfig, available: float) -> None:
+    """On a local Ray, a learner or an actor that asks for more GPUs than the machine has would wait for
+    them forever: refuse at start, saying which key asks for what."""
+    wants = {"learner.gpus": config.learner.gpus, "rollout.gpus_per_actor": config.rollout.gpus_per_actor}
+    over = [f"{key} {amount:g}" for key, amount in wants.items() if amount > available]
+    if over:
+        raise ValueError(
+            f"{', '.join(over)}, but this machine has {available:g} GPUs (local Ray): lower them"
+        )
 
 
 def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: bool) -> LearnerSpec:

@@ -102,3 +102,51 @@ def test_unreadable_files_give_config_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"learner": {"zero_stage": True}}, "learner.zero_stage: Value error, True is a boolean here"),
+        ({"rollout": {"n": True}}, "rollout.n: Value error, True is a boolean here"),
+        ({"learner": {"lr": float("inf")}}, "learner.lr: Input should be a finite number"),
+        (
+            {"learner": {"max_grad_norm": float("nan")}},
+            "learner.max_grad_norm: Input should be a finite number",
+        ),
+        ({"rollout": {"actors": 10**9}}, "rollout.actors: Input should be less than or equal to 1024"),
+        ({"learner": {"gpus": 1e9}}, "learner.gpus: Input should be less than or equal to 64"),
+        (
+            {"rollout": {"ray_resources": {"rollout": -1}}},
+            "rollout.ray_resources.rollout: Input should be greater than or equal to 0",
+        ),
+        (
+            {"rollout": {"max_pixels": 10**12}},
+            "rollout.max_pixels: Input should be less than or equal to 67108864",
+        ),
+    ],
+)
+def test_absurd_values_are_refused_with_their_field(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert needle in str(err.value)
+
+
+def test_a_yaml_yes_is_not_taken_for_a_number_but_stays_a_boolean_where_one_is_wanted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learner:\n  zero_stage: yes\nmetrics:\n  enabled: no\n")
+    with pytest.raises(ConfigError, match="zero_stage: Value error, True is a boolean here"):
+        load_config(path)
+    path.write_text("metrics:\n  enabled: no\n")
+    assert load_config(path).metrics.enabled is False
+
+
+def test_a_cross_field_problem_is_listed_beside_field_problems_of_its_section():
+    raw = {"rollout": {"n": 0, "min_pixels": 200_000, "max_pixels": 100_000}, "learner": {"lr": -1}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    text = str(err.value)
+    assert text.startswith("config: 3 problem(s):")
+    assert "rollout.n: Input should be greater than or equal to 2" in text
+    assert "learner.lr: Input should be greater than 0" in text
+    assert "min_pixels (200000) must not exceed max_pixels (100000)" in text  # hidden before by rollout.n
