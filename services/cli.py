@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mgpo.data.loaders import LOADERS
@@ -30,6 +31,19 @@ def _budget_flags(parser: argparse.ArgumentParser, min_tokens: int, max_tokens: 
         default=max_tokens * FACTOR * FACTOR,
         help="pixel budget upper bound (default %(default)s)",
     )
+
+
+def _model_dir(value: str) -> str:
+    """A local HF model folder; never a hub name (there is no hub here, and a typo must not go looking)."""
+    if not (Path(value) / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{value} is not a model folder (no config.json there)")
+    return value
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
+    return int(value)
 
 
 def cmd_model_tiny(args: argparse.Namespace) -> int:
@@ -272,7 +286,10 @@ def _rollout_command(commands: Subparsers) -> None:
         help="run the grounding-crop-answer loop over a dataset folder (no Redis); prints accuracy, valid-grounding ratio, tokens/s",
     )
     rollout.add_argument(
-        "--model", required=True, help="model folder (tiny or a real Qwen2.5-VL / Qwen2-VL checkpoint)"
+        "--model",
+        required=True,
+        type=_model_dir,
+        help="model folder (tiny or a real Qwen2.5-VL / Qwen2-VL checkpoint)",
     )
     rollout.add_argument("--data", required=True, help="dataset folder (mgpo data synth layout)")
     rollout.add_argument("--mode", choices=("mgpo", "grpo", "multiturn"), default="mgpo")
@@ -329,13 +346,17 @@ def _experiment_commands(commands: Subparsers) -> None:
     evaluate = commands.add_parser(
         "eval", help="a policy on a test split: accuracy, grounding, IoU, crop-alone"
     )
-    evaluate.add_argument("--model", required=True, help="HF model folder (a run's final/, an SFT model)")
+    evaluate.add_argument(
+        "--model", required=True, type=_model_dir, help="HF model folder (a run's final/, an SFT model)"
+    )
     evaluate.add_argument(
         "--bench", choices=("synthetic",), default="synthetic", help="the benchmark's layout"
     )
     evaluate.add_argument("--data", required=True, help="dataset folder (mgpo data synth --seed <test seed>)")
     evaluate.add_argument("--mode", choices=("mgpo", "grpo", "multiturn"), default="mgpo")
-    evaluate.add_argument("--base", default=None, help="base model for the crop-alone ratio (the SFT model)")
+    evaluate.add_argument(
+        "--base", default=None, type=_model_dir, help="base model for the crop-alone ratio (the SFT model)"
+    )
     evaluate.add_argument("--engine", choices=("hf", "vllm"), default="hf")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
     evaluate.add_argument("--max-turn-tokens", type=int, default=64)
@@ -365,7 +386,7 @@ def _serve_command(commands: Subparsers) -> None:
     serve = commands.add_parser("serve", help="the control plane: HTTP API, /metrics, the rollout viewer")
     serve.add_argument("--config", default=None, help="serve config YAML (default: built-in defaults)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port, 1-65535 (default %(default)s)")
     serve.set_defaults(func=cmd_serve)
 
 
@@ -389,7 +410,6 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from recipes.evaluate import run_eval
 
@@ -418,7 +438,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
-    from pathlib import Path
 
     import uvicorn
 

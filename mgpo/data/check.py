@@ -22,7 +22,12 @@ def check_dataset(fmt: str, path: str | os.PathLike[str]) -> dict[str, Any]:
     problems: list[dict[str, str]] = []
     n_problems = 0
     with tempfile.TemporaryDirectory(prefix="mgpo-check-") as scratch:
-        for item in LOADERS[fmt](path, ImageStore(scratch)):
+        try:
+            items = list(LOADERS[fmt](path, ImageStore(scratch)))
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            # a layout so unlike the published one that the loader cannot even list its records
+            raise ValueError(f"{path} does not have the {fmt} layout: {err!r}") from err
+        for item in items:
             if isinstance(item, Problem):
                 n_problems += 1
                 if len(problems) < MAX_LISTED_PROBLEMS:

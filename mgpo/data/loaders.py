@@ -60,6 +60,13 @@ def _json_file(path: Path) -> Any:
         raise ValueError(f"{path}: not readable JSON: {err}") from err
 
 
+def _json_mapping(path: Path, what: str) -> dict[str, Any]:
+    value = _json_file(path)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object mapping {what}, got a {type(value).__name__}")
+    return value
+
+
 def _vstar_record(meta_path: Path, category: str, store: ImageStore, seed: int) -> Loaded:
     qid = f"{category}/{meta_path.stem}"
     try:
@@ -362,11 +369,13 @@ def load_fsc147(
     annotations_path = root / "annotation_FSC147_384.json"
     if not annotations_path.exists():
         raise FileNotFoundError(f"{root}: no annotation_FSC147_384.json: not an FSC-147 folder")
-    annotations = _json_file(annotations_path)
+    annotations = _json_mapping(annotations_path, "image names to annotations")
     names = sorted(annotations)
     splits_path = root / "Train_Test_Val_FSC_147.json"
     if split is not None:
-        names = [n for n in names if n in set(_json_file(splits_path).get(split, []))]
+        names = [
+            n for n in names if n in set(_json_mapping(splits_path, "splits to image names").get(split, []))
+        ]
     classes: dict[str, str] = {}
     classes_path = root / "ImageClasses_FSC147.txt"
     if classes_path.exists():

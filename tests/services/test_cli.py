@@ -81,3 +81,29 @@ def test_demo_writes_the_input_box_and_crop_images(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
         assert str(tmp_path / name) in result.stdout.replace("\n", "")
     assert len(list(read_prompts(tmp_path / "data"))) == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("serve", "--port", "70000"), "argument --port: 70000 is not a TCP port (1-65535)"),
+        (
+            ("rollout", "--model", "/nowhere", "--data", "/x", "--out", "/tmp/o.jsonl", "--engine", "hf"),
+            "argument --model: /nowhere is not a model folder (no config.json there)",
+        ),
+        (("eval", "--model", "/nowhere", "--data", "/x"), "argument --model: /nowhere is not a model folder"),
+    ],
+)
+def test_a_user_error_is_one_clear_line_and_exit_code_2(args, message):
+    result = _run(*args)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and "Repo id" not in result.stderr
+
+
+def test_data_check_on_a_file_of_another_schema_says_so_without_a_traceback(tmp_path):
+    (tmp_path / "annotation_FSC147_384.json").write_text('[{"a": 1}, {"b": 2}]')
+    result = _run("data", "check", "--format", "fsc147", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["error"].endswith(
+        "expected a JSON object mapping image names to annotations, got a list"
+    )
