@@ -91,6 +91,7 @@ class Membership:
                 self.pids[name] = ray.get(ready)["pid"]
             except ray.exceptions.RayError as err:
                 self.console.print(f"[red]actor {name} failed to start[/]: {shown(err)}")
+                close_actor(handle)
                 continue
             self.members[name] = handle
             self.runs[name] = handle.run.remote()  # type: ignore[attr-defined]
@@ -102,10 +103,11 @@ class Membership:
         for name in list(self.members):
             done, _ = ray.wait([self.runs[name]], timeout=0)
             if done:
-                self.members.pop(name)
+                handle = self.members.pop(name)
                 self.pids.pop(name, None)
                 unregister(self.queue.client, self.run, [name])
                 self.console.print(f"[yellow]actor {name} died[/]; its prompts are reclaimed by the others")
+                close_actor(handle)  # a `run` that raised leaves a live process and its vLLM workers
 
     def _release(self, timeout_s: float) -> None:
         """Close the leaving actors whose `run` returned (waiting up to `timeout_s` for each)."""

@@ -95,6 +95,16 @@ async function refresh() {
   list.replaceChildren(...(items.length ? items.map((t) => card(run, t))
     : [el("div", { class: "empty", text: "no trajectories match" })]));
   $("status").textContent = `${items.length} shown, ${new Date().toLocaleTimeString()}`;
+  await refreshDead(run);
+}
+
+// Prompts that never completed (dead letters): hidden while there are none.
+async function refreshDead(run) {
+  const letters = await getJSON(`/runs/${encodeURIComponent(run)}/dead?limit=20`);
+  $("dead").hidden = letters.length === 0;
+  $("dead").querySelector("summary").textContent = `${letters.length} dead-lettered prompt(s): never completed`;
+  $("dead-list").replaceChildren(...letters.map((d) =>
+    el("li", {}, el("b", { text: d.id }), ` (${d.kind}): ${d.reason}`)));
 }
 
 async function update() {

@@ -649,3 +649,23 @@ def test_enqueueing_is_all_or_nothing_and_a_retry_never_doubles_prompts(client, 
         and "room for 4 of 6 prompts; nothing was added" in response.json()["detail"]
     )
     assert Queue(client.redis, "small", "reader").depth()["prompts_len"] == 0
+
+
+def test_dead_letters_are_listed_with_their_reason_and_counted_on_the_run(client, dataset):
+    _register(client, dataset)
+    queue = Queue(client.redis, "r1", "actor", claim_idle_ms=100, max_deliveries=1)
+    queue.put_prompts(list(read_prompts(dataset))[:1])
+    (message_id, record), *_ = queue.take_prompts(1, block_ms=10)
+    queue.fail_prompt(message_id, "ValueError: the prompt is longer than max_model_len")
+    time.sleep(0.15)
+    assert queue.take_prompts(1, block_ms=10) == []
+    (letter,) = client.get("/runs/r1/dead").json()
+    assert letter == {
+        "id": record.id,
+        "kind": "multiple_choice",
+        "question": record.question,
+        "message_id": message_id,
+        "reason": "delivered 1 times without completing: ValueError: the prompt is longer than max_model_len",
+    }
+    assert client.get("/runs/r1").json()["queue"]["dead_len"] == 1
+    assert client.get("/runs/nope/dead").status_code == 404

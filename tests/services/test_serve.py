@@ -49,6 +49,8 @@ RUN = {
         "step_timeout_s": 3,
     },
     "data": {"synth_n": 96},
+    # a poison prompt is retried after 3 s and dead-lettered at its 2nd failure (the defaults: 60 s, 3)
+    "queue": {"claim_idle_ms": 3000, "max_deliveries": 2},
 }
 
 
@@ -199,6 +201,30 @@ def test_metrics_from_every_process_agree_with_the_run(served):
     assert plane[("mgpo_run_paused", (("run", "e2e"),))] == 1.0
     assert plane[("mgpo_run_policy_version", (("run", "e2e"),))] == version
     assert api.call("POST", "/runs/e2e/resume")[0] == 202
+
+
+def test_a_poison_prompt_ends_in_the_dead_letters_while_the_run_goes_on(served):
+    api = served
+    (item, *_) = api.get("/runs/e2e/trajectories?limit=1")
+    digest = item["images"][0]["hash"]
+    # passes every check at the door, but is far longer than max_model_len (2048) once tokenised: the
+    # engine refuses it in every batch it is in
+    question = "Which one? " + "\u2603\u2764\u263a " * 1300
+    prompt = {
+        "id": "poison",
+        "question": question[:4000],
+        "images": [digest],
+        "answer": "A",
+        "choices": ["x", "y"],
+    }
+    code, body = api.call("POST", "/runs/e2e/prompts", {"prompts": [prompt]})
+    assert code == 202 and body["enqueued"] == 1, body
+    before = api.get("/runs/e2e")["version"]
+    run = _wait(lambda: (r := api.get("/runs/e2e"))["queue"]["dead_len"] == 1 and r, 300, "the dead letter")
+    assert run["status"] == "running"
+    (letter,) = api.get("/runs/e2e/dead")
+    assert letter["id"] == "poison" and letter["reason"].startswith("delivered 2 times without completing: ")
+    _wait(lambda: api.get("/runs/e2e")["version"] > before, 300, "a learner step after the poison")
 
 
 def test_the_viewer_shows_boxes_and_crops_in_chromium(served):

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
+from mgpo.records import PromptRecord, RecordError
+from runtime.queue import Queue
 from runtime.trajectories import read_recent
 from services.control.deps import READ, Plane, Run
 from services.control.plane import image_store
@@ -32,6 +34,20 @@ def trajectories(
 ) -> list[dict[str, Any]]:
     """Recent trajectories, newest first: one item per sample, with its group's prompt and version."""
     return read_recent(plane.client, view.name, limit, valid, min_reward, max_reward)
+
+
+@router.get("/runs/{name}/dead")
+def dead_letters(view: Run, plane: Plane, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """Prompts that never completed (runtime.queue's dead-letter stream), newest first, with the reason."""
+    out = []
+    for letter in Queue(plane.client, view.name, "control").dead_letters(limit):
+        try:
+            record = PromptRecord.from_json(letter.get("prompt", ""))
+            prompt = {"id": record.id, "kind": record.kind.value, "question": record.question[:300]}
+        except RecordError:
+            prompt = {"id": "?", "kind": "?", "question": "(unreadable record)"}
+        out.append({**prompt, "message_id": letter.get("message_id", ""), "reason": letter.get("reason", "")})
+    return out
 
 
 @router.get(
