@@ -20,7 +20,7 @@ from mgpo.crop import View, crop_region, full_region, render_view, view_input_si
 from mgpo.images import ImageStore
 from mgpo.masks import Segment, Source, build_sequence
 from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
-from mgpo.resize import PixelBudget
+from mgpo.resize import PixelBudget, num_visual_tokens
 from mgpo.rewards import choice_reward, counting_reward, grounding_reward, last_boxed
 from mgpo.templates import (
     COUNTING_PROMPT,
@@ -143,6 +143,8 @@ class Loop:
         template: Template | None,
         seed: int | None,
     ) -> None:
+        for sample in samples:
+            self._check_length(sample)  # a prompt that cannot fit is masked before any engine call
         turn = 0
         while live := [s for s in samples if not s.done]:
             completions = self.engine.generate(
@@ -277,7 +279,10 @@ class Loop:
         self._finish(sample, completion.finish_reason, keep=True)
 
     def _check_length(self, sample: _Sample) -> None:
-        if len(sample.ids) + self.settings.max_turn_tokens > self.settings.max_model_len:
+        """Mask (not punish) a trajectory whose next turn could not fit: each image's one placeholder id
+        expands to its real visual tokens in the engine (up to 1,280 at the paper's budget)."""
+        expanded = sum(num_visual_tokens(*image.size) - 1 for image in sample.images)
+        if len(sample.ids) + expanded + self.settings.max_turn_tokens > self.settings.max_model_len:
             self._finish(sample, "over_length", keep=False)
 
     @staticmethod

@@ -52,8 +52,10 @@ def token_stats(
     inputs: dict[str, torch.Tensor],
     loss_mask: torch.Tensor,
     with_entropy: bool = True,
+    temperature: float = 1.0,
 ) -> TokenStats:
-    """Logprobs (and entropy) of the tokens where `loss_mask` [B, T] is True, under `model`.
+    """Logprobs (and entropy) of the tokens where `loss_mask` [B, T] is True, under `model` sampled at
+    `temperature` (the logits divided by it, as the rollout's sampler did).
 
     The token at t is predicted by the hidden state at t-1, so hidden states are taken at mask[:, 1:].
     """
@@ -66,7 +68,7 @@ def token_stats(
     states = hidden[:, :-1][predicts]  # [N, H]
     targets = inputs["input_ids"][:, 1:][predicts]  # [N]
     logits = model.lm_head(states).float()  # type: ignore[operator]  # [N, V]: the only full-vocab logits
-    log_p = torch.log_softmax(logits, dim=-1)
+    log_p = torch.log_softmax(logits / temperature, dim=-1)
     logprobs = log_p.gather(-1, targets[:, None]).squeeze(-1)
     entropy = -(log_p.exp() * log_p).sum(-1) if with_entropy else torch.zeros_like(logprobs)
     return TokenStats(logprobs, entropy)

@@ -24,7 +24,7 @@ import torch
 
 from learner.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
 from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks
-from learner.step import mgpo_step
+from learner.step import UpdateConfig, mgpo_step
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig
 from mgpo.metrics import summarize
@@ -48,6 +48,8 @@ class LearnerSpec:
     image_store: str
     run_dir: str
     loss: LossConfig = field(default_factory=LossConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    weight_decay: float = 0.01
     engine: EngineConfig = field(default_factory=EngineConfig)
     lr: float = 1e-6
     groups_per_step: int = 16
@@ -76,7 +78,7 @@ class Learner:
         dtype = torch.bfloat16 if spec.engine.dtype == "bf16" else torch.float32
         model = load_policy(spec.model_path, dtype=dtype)
         self.reference = load_policy(spec.model_path, dtype=dtype).eval() if spec.loss.kl_coef > 0 else None
-        optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.engine = build_deepspeed(model, optimizer, spec.engine)
         self.backward, self.optimizer_step = deepspeed_callbacks(self.engine)
         self.processor = load_processor(spec.model_path)
@@ -133,6 +135,7 @@ class Learner:
             self.processor,
             self.store,
             self.spec.loss,
+            self.spec.update,
             self.backward,
             self.optimizer_step,
         )

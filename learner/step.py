@@ -1,4 +1,4 @@
-"""One MGPO/GRPO learner step over trajectory groups: advantages, old/ref logprobs, clipped update.
+"""One MGPO/GRPO learner step over trajectory groups: advantages, old/ref logprobs, clipped updates.
 
 The whole algorithm of a step on one screen; the optimizer (torch or DeepSpeed) is passed in.
 Token-level mean over every generated token of the step (not per sample), as in the MGPO/verl setup.
@@ -7,6 +7,7 @@ Token-level mean over every generated token of the step (not per sample), as in 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -47,8 +48,9 @@ def prepare(
     prepared, degenerate = [], 0
     for group in groups:
         rewards = torch.tensor([[s.reward for s in group.samples]])
-        adv = grpo_advantages(rewards)
-        if bool(adv.degenerate[0]) or not any(s.loss_mask.any() for s in group.samples):
+        kept = torch.tensor([[bool(s.loss_mask.any()) for s in group.samples]])  # masked: no outcome
+        adv = grpo_advantages(rewards, kept)
+        if bool(adv.degenerate[0]):
             degenerate += 1
             continue
         batch = group_batch(processor, group, store)
@@ -64,13 +66,33 @@ def prepare(
     return prepared, degenerate
 
 
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How one learner step turns its groups into optimizer updates (verl: ppo_epochs, ppo_mini_batch_size).
+
+    `ppo_epochs` passes over the step's groups, each split into `minibatches` optimizer updates: with more
+    than one update the policy moves away from the one that started the step, and the clip binds. The
+    rollout's sampling `temperature` divides the logits, as the actor's sampler did (verl does the same).
+    """
+
+    ppo_epochs: int = 1
+    minibatches: int = 1
+    temperature: float = 1.0
+
+    @property
+    def updates(self) -> int:
+        return self.ppo_epochs * self.minibatches
+
+
 @torch.no_grad()
-def frozen_logprobs(model: torch.nn.Module | None, prepared: Sequence[Prepared]) -> list[torch.Tensor | None]:
+def frozen_logprobs(
+    model: torch.nn.Module | None, prepared: Sequence[Prepared], temperature: float
+) -> list[torch.Tensor | None]:
     """Logprobs under a model that does not train in this step (the pre-update policy, or the reference)."""
     if model is None:
         return [None] * len(prepared)
     return [
-        token_stats(model, p.batch.inputs, p.batch.loss_mask, with_entropy=False).logprobs for p in prepared
+        token_stats(model, p.batch.inputs, p.batch.loss_mask, False, temperature).logprobs for p in prepared
     ]
 
 
@@ -81,44 +103,72 @@ def mgpo_step(
     processor: object,
     store: ImageStore,
     config: LossConfig,
+    update: UpdateConfig,
     backward: Callable[[torch.Tensor], None],
     optimizer_step: Callable[[], float],
 ) -> StepStats:
-    """Accumulate the loss of every group with signal, then one optimizer step (returns the grad norm)."""
+    """`update.updates` optimizer updates over the groups with signal (fewer when fewer groups carry it);
+    the stats are their means."""
     prepared, degenerate = prepare(groups, processor, store)
     rewards = [s.reward for g in groups for s in g.samples]
     reward = sum(rewards) / max(1, len(rewards))
     if not prepared:
         return StepStats(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0, len(groups), degenerate, reward)
     model.eval()  # no dropout: old logprobs must be the same function as the trained ones
-    old = frozen_logprobs(model, prepared)
-    ref = frozen_logprobs(reference if config.kl_coef > 0 else None, prepared)
+    # With one update the policy the update starts from IS the one being trained: its log-probs are the
+    # current ones, detached, and the extra forward pass is skipped. With several, they are fixed first.
+    old = frozen_logprobs(model if update.updates > 1 else None, prepared, update.temperature)
+    ref = frozen_logprobs(reference if config.kl_coef > 0 else None, prepared, update.temperature)
+    items = list(zip(prepared, old, ref, strict=True))
+    sums, updates = torch.zeros(7, device=next(model.parameters()).device), 0
+    for _epoch in range(update.ppo_epochs):
+        for part in _split(items, update.minibatches):  # fewer parts when fewer groups carry signal
+            sums[:6] += _accumulate(model, part, config, update.temperature, backward)
+            sums[6] += optimizer_step()
+            updates += 1
+    loss, policy, kl, entropy, clip_fraction, is_weight, grad_norm = (sums / updates).tolist()
     total = sum(p.tokens for p in prepared)
+    return StepStats(
+        loss, policy, kl, entropy, clip_fraction, is_weight, grad_norm, total, len(groups), degenerate, reward
+    )
+
+
+def _split(items: list, parts: int) -> list[list]:
+    """`items` in `parts` contiguous near-equal chunks (fewer when there are fewer items)."""
+    size = -(-len(items) // parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _accumulate(
+    model: torch.nn.Module,
+    part: list[tuple[Prepared, torch.Tensor | None, torch.Tensor | None]],
+    config: LossConfig,
+    temperature: float,
+    backward: Callable[[torch.Tensor], None],
+) -> torch.Tensor:
+    """Backward of one update's groups, each weighted by its share of the update's tokens (a token mean
+    over the update, not a mean of group means); returns the update's loss statistics [6]."""
+    total = sum(p.tokens for p, _, _ in part)
     device = next(model.parameters()).device
     sums = torch.zeros(6, device=device)
-    for p, old_lp, ref_lp in zip(prepared, old, ref, strict=True):
-        stats = token_stats(model, p.batch.inputs, p.batch.loss_mask)
-        mask = torch.ones_like(stats.logprobs, dtype=torch.bool)
+    for p, old_lp, ref_lp in part:
+        stats = token_stats(model, p.batch.inputs, p.batch.loss_mask, True, temperature)
         out = policy_loss(
             stats.logprobs,
-            old_lp,
+            stats.logprobs.detach() if old_lp is None else old_lp,
             p.behaviour.to(device),
             p.advantages.to(device),
-            mask,
+            torch.ones_like(stats.logprobs, dtype=torch.bool),
             stats.entropy,
             ref_lp,
             config,
         )
-        share = p.tokens / total  # token-mean over the whole step, not a mean of group means
+        share = p.tokens / total
         backward(out.loss * share)
         sums += share * torch.stack(
             [out.loss.detach(), out.policy, out.kl, out.entropy, out.clip_fraction, out.is_weight]
         )
-    grad_norm = optimizer_step()
-    loss, policy, kl, entropy, clip_fraction, is_weight = sums.tolist()
-    return StepStats(
-        loss, policy, kl, entropy, clip_fraction, is_weight, grad_norm, total, len(groups), degenerate, reward
-    )
+    return sums
 
 
 def torch_optimizer_step(

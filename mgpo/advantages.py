@@ -14,19 +14,29 @@ class GroupAdvantages(NamedTuple):
     degenerate: torch.Tensor  # [groups] bool: all rewards equal, so the group carries no signal
 
 
-def grpo_advantages(rewards: torch.Tensor, eps: float = EPS) -> GroupAdvantages:
-    """(r - mean) / (std + eps) within each group of `rewards` [groups, n].
+def grpo_advantages(
+    rewards: torch.Tensor, kept: torch.Tensor | None = None, eps: float = EPS
+) -> GroupAdvantages:
+    """(r - mean) / (std + eps) within each group of `rewards` [groups, n], over its `kept` samples.
 
-    std is the sample standard deviation (Bessel-corrected), as in verl's and TRL's GRPO. A group whose
-    rewards are all equal (all right or all wrong, or n == 1) gets zero advantage and is flagged, so the
+    std is the sample standard deviation (Bessel-corrected), as in verl's and TRL's GRPO. `kept` [groups, n]
+    bool marks the samples that carry loss: a masked sample (over-turn, over-length) is left out of its
+    group's mean and std and gets advantage 0, since masking means "no outcome", and its reward in the
+    baseline would still push the others (a masked 0 would lift every kept sample). A group with fewer than
+    two kept samples, or whose kept rewards are all equal, gets zero advantage and is flagged, so the
     learner can count it instead of dividing 0 by eps.
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be [groups, n], got shape {tuple(rewards.shape)}")
     rewards = rewards.to(torch.float32)
-    mean = rewards.mean(dim=1, keepdim=True)
-    degenerate = (rewards == rewards[:, :1]).all(dim=1)
-    std = rewards.std(dim=1, keepdim=True) if rewards.shape[1] > 1 else torch.zeros_like(mean)
-    advantages = (rewards - mean) / (std + eps)
+    kept = torch.ones_like(rewards, dtype=torch.bool) if kept is None else kept.to(torch.bool)
+    weight = kept.to(torch.float32)
+    count = weight.sum(dim=1, keepdim=True)  # [groups, 1]
+    mean = (rewards * weight).sum(dim=1, keepdim=True) / count.clamp(min=1.0)
+    var = ((rewards - mean) ** 2 * weight).sum(dim=1, keepdim=True) / (count - 1.0).clamp(min=1.0)
+    highest = torch.where(kept, rewards, torch.full_like(rewards, -torch.inf)).amax(dim=1)
+    lowest = torch.where(kept, rewards, torch.full_like(rewards, torch.inf)).amin(dim=1)
+    degenerate = (count[:, 0] < 2) | (highest == lowest)
+    advantages = (rewards - mean) / (var.sqrt() + eps) * weight
     advantages = torch.where(degenerate[:, None], torch.zeros_like(advantages), advantages)
     return GroupAdvantages(advantages, degenerate)

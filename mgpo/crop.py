@@ -14,6 +14,10 @@ from PIL import Image
 from mgpo.boxes import Box, Grounding, to_original, to_pixel_box
 from mgpo.resize import PixelBudget, input_size, resize_to_budget
 
+# The MGPO reference falls back to the whole image when the mapped crop is this elongated (its input may be
+# valid, aspect < 100, yet map to a sliver of the original); past 200 the resize rule would refuse it.
+CROP_MAX_ASPECT = 150
+
 
 class View(NamedTuple):
     """One model input image: `image` is a content hash; `region` is None for the whole original."""
@@ -48,7 +52,8 @@ def view_input_size(
 def crop_region(
     grounding: Grounding, input_size: tuple[int, int], source_region: Box, original_size: tuple[int, int]
 ) -> Box | None:
-    """The crop region in integer original pixels for a valid grounding, else None.
+    """The crop region in integer original pixels for a valid grounding, else None (also for a crop of
+    aspect ratio >= CROP_MAX_ASPECT: the whole image is shown again, as in the reference).
 
     `source_region` is where the image the model pointed at sits in the original (the whole image, or an
     earlier crop in multi-turn mode).
@@ -57,5 +62,7 @@ def crop_region(
         return None
     region = to_pixel_box(to_original(grounding.box, input_size, source_region), original_size)
     if region.width < 1 or region.height < 1:
+        return None
+    if max(region.width / region.height, region.height / region.width) >= CROP_MAX_ASPECT:
         return None
     return region

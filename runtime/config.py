@@ -112,10 +112,13 @@ class RolloutConfig(_Section):
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
         turns = (self.max_crops if self.mode is Mode.MULTITURN else 1) + 1
-        if turns * self.max_turn_tokens >= self.max_model_len:
+        # the original and one image per crop, each up to max_pixels / 28^2 visual tokens
+        image_tokens = turns * (self.max_pixels // (FACTOR * FACTOR))
+        if turns * self.max_turn_tokens + image_tokens >= self.max_model_len:
             raise ValueError(
-                f"{turns} turns x max_turn_tokens {self.max_turn_tokens} leave no room for the prompt and images "
-                f"in max_model_len {self.max_model_len}: raise max_model_len or lower max_turn_tokens"
+                f"{turns} turns x max_turn_tokens {self.max_turn_tokens} and {turns} images of up to "
+                f"{image_tokens // turns} visual tokens leave no room for the prompt in max_model_len "
+                f"{self.max_model_len}: raise max_model_len or lower max_turn_tokens (or max_pixels)"
             )
         return self
 
@@ -128,6 +131,13 @@ class LearnerConfig(_Section):
     entropy_coef: float = Field(0.001, ge=0.0)
     is_cap: float = Field(2.0, ge=1.0, description="truncation of the behaviour-policy importance weight")
     max_grad_norm: float = Field(1.0, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW's, as the MGPO reference trains")
+    ppo_epochs: int = Field(
+        1, ge=1, le=64, description="passes over each step's groups (the clip binds past 1)"
+    )
+    minibatches: int = Field(
+        1, ge=1, le=4096, description="optimizer updates per pass: the step's groups split this many ways"
+    )
     zero_stage: Literal[0, 1] = Field(1, description="DeepSpeed ZeRO stage (2 and 3 are not supported yet)")
     sync_every: int = Field(1, ge=1, description="broadcast weights every this many optimizer steps")
     max_staleness: int = Field(
@@ -154,6 +164,11 @@ class LearnerConfig(_Section):
 
     @model_validator(mode="after")
     def _staleness(self) -> LearnerConfig:
+        if self.minibatches > self.groups_per_step:
+            raise ValueError(
+                f"minibatches {self.minibatches} > groups_per_step {self.groups_per_step}: an update needs at "
+                "least one group; lower minibatches"
+            )
         if self.max_staleness < self.sync_every - 1:
             raise ValueError(
                 f"max_staleness {self.max_staleness} < sync_every - 1 = {self.sync_every - 1}: actors hold weights "

@@ -12,6 +12,7 @@ from rich.console import Console
 from actors.rollout_actor import ActorSpec
 from learner.engine import EngineConfig
 from learner.service import LearnerSpec
+from learner.step import UpdateConfig
 from mgpo.loss import LossConfig
 from mgpo.resize import PixelBudget
 from runtime.config import RunConfig
@@ -105,6 +106,10 @@ def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: boo
         engine=EngineConfig(
             zero_stage=lc.zero_stage, dtype=config.model.dtype, max_grad_norm=lc.max_grad_norm
         ),
+        update=UpdateConfig(
+            ppo_epochs=lc.ppo_epochs, minibatches=lc.minibatches, temperature=config.rollout.temperature
+        ),
+        weight_decay=lc.weight_decay,
         lr=lc.lr,
         groups_per_step=lc.groups_per_step,
         max_staleness=lc.max_staleness,

@@ -109,3 +109,26 @@ def test_counting_records_roll_out_single_turn_with_the_counting_reward(hf_box, 
     loop, _ = _loop(hf_box, synth_data, n=1, max_turn_tokens=8)
     sample = loop.rollout([counting, record], seed=0)[0].samples[0]
     assert sample.turns == 1 and sample.reward == 0.0 and not sample.valid_grounding
+
+
+def test_a_prompt_whose_images_leave_no_room_is_masked_as_over_length_not_sent(hf_box, synth_data):
+    import dataclasses
+
+    tok = Tokenizer(hf_box.tokenizer)
+    record = next(read_prompts(synth_data))
+    question_ids = len(tok.encode(first_prompt(MGPO, record.question, record.choices)))
+    image_tokens = (
+        448 * 420 // (28 * 28)
+    )  # the 448x420 input of this set: 240 visual tokens, one placeholder id
+    # room for the prompt ids and a turn, but not once the image's tokens are counted
+    settings = RolloutSettings(
+        MGPO, TINY_BUDGET, n=2, max_turn_tokens=16, max_model_len=question_ids + 16 + 100
+    )
+    loop = Loop(hf_box, tok, open_store(synth_data), settings)
+    (group,) = loop.rollout([record], seed=0)
+    assert image_tokens > 100
+    assert [s.finish_reason for s in group.samples] == ["over_length", "over_length"]
+    assert all(not s.loss_mask.any() and s.turns == 0 for s in group.samples)  # masked, never generated
+    roomy = dataclasses.replace(settings, max_model_len=question_ids + image_tokens + 16 + 16)
+    (group,) = Loop(hf_box, tok, open_store(synth_data), roomy).rollout([record], seed=0)
+    assert all(s.turns >= 1 for s in group.samples)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks
-from learner.step import mgpo_step, torch_optimizer_step
+from learner.step import UpdateConfig, mgpo_step, torch_optimizer_step
 from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
 from mgpo.models.tiny import load_policy, load_processor
@@ -39,6 +39,7 @@ def test_a_deepspeed_step_equals_the_torch_step(stage, box_model, synth_data, mo
         processor,
         store,
         config,
+        UpdateConfig(),
         lambda loss: loss.backward(),
         torch_optimizer_step(plain, sgd, 1.0),
     )
@@ -50,7 +51,7 @@ def test_a_deepspeed_step_equals_the_torch_step(stage, box_model, synth_data, mo
         EngineConfig(zero_stage=stage, max_grad_norm=1.0),
     )
     backward, step = deepspeed_callbacks(ds)
-    ds_stats = mgpo_step(ds.module, None, groups, processor, store, config, backward, step)
+    ds_stats = mgpo_step(ds.module, None, groups, processor, store, config, UpdateConfig(), backward, step)
 
     assert ds_stats.loss == pytest.approx(torch_stats.loss, abs=1e-6)
     for (name, a), b in zip(plain.named_parameters(), ds.module.parameters(), strict=True):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from learner.logprobs import group_batch, token_stats
-from learner.step import mgpo_step, torch_optimizer_step
+from learner.step import UpdateConfig, mgpo_step, torch_optimizer_step
 from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
 from mgpo.models.tiny import load_policy, load_processor
@@ -37,6 +37,7 @@ def test_a_step_improves_the_surrogate_and_raises_the_rewarded_sample(box_model,
         processor,
         store,
         config,
+        UpdateConfig(),
         lambda loss: loss.backward(),
         torch_optimizer_step(model, optimizer, 1.0),
     )
@@ -65,8 +66,86 @@ def test_a_step_of_only_degenerate_groups_changes_nothing(box_model, synth_data)
         load_processor(box_model),
         store,
         LossConfig(),
+        UpdateConfig(),
         calls.append,
         lambda: calls.append("step") or 0.0,
     )
     assert stats.degenerate_groups == 1 and stats.tokens == 0 and calls == []
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def _forwards(model) -> list:
+    calls = []
+    model.model.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def _step(model, group, processor, store, update, lr=0.05):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    return mgpo_step(
+        model,
+        None,
+        [group],
+        processor,
+        store,
+        LossConfig(kl_coef=0.0, entropy_coef=0.0),
+        update,
+        lambda loss: loss.backward(),
+        torch_optimizer_step(model, optimizer, 100.0),
+    )
+
+
+def test_one_update_skips_the_old_logprob_pass_and_several_updates_make_the_clip_bind(box_model, synth_data):
+    store = open_store(synth_data)
+    group = rewarded(rollout_groups(box_model, synth_data, [1], n=4, max_turn_tokens=24, seed=5), winner=0)[0]
+    processor = load_processor(box_model)
+
+    once = load_policy(box_model)
+    calls = _forwards(once)
+    single = _step(once, group, processor, store, UpdateConfig(), lr=2.0)
+    assert calls == [1]  # one forward with gradients; the "old" log-probs are its own, detached
+    assert single.clip_fraction == 0.0  # the ratio is exactly 1 in the only update
+
+    repeated = load_policy(box_model)
+    calls = _forwards(repeated)
+    several = _step(repeated, group, processor, store, UpdateConfig(ppo_epochs=4), lr=2.0)
+    assert len(calls) == 1 + 4  # the old log-probs once, then one forward per update
+    # after the first update the policy has moved (a large step): the ratio leaves [0.8, 1.2] and clips
+    assert several.clip_fraction > 0.0
+
+
+def test_the_learner_divides_the_logits_by_the_sampling_temperature(box_model, synth_data):
+    store = open_store(synth_data)
+    group = rollout_groups(box_model, synth_data, [1], n=2, max_turn_tokens=16, seed=3)[0]
+    model = load_policy(box_model).eval()
+    batch = group_batch(load_processor(box_model), group, store)
+    with torch.no_grad():
+        cold = token_stats(model, batch.inputs, batch.loss_mask, False, temperature=0.5).logprobs
+        model.model.rope_deltas = None
+        logits = model(**batch.inputs).logits[:, :-1][batch.loss_mask[:, 1:]]  # [N, V], full forward
+        targets = batch.inputs["input_ids"][:, 1:][batch.loss_mask[:, 1:]]
+    expected = torch.log_softmax(logits.float() / 0.5, -1).gather(-1, targets[:, None]).squeeze(-1)
+    assert torch.allclose(cold, expected, atol=1e-5)
+    plain = token_stats(model, batch.inputs, batch.loss_mask, False).logprobs
+    assert not torch.allclose(cold, plain, atol=1e-3)  # the temperature changes them (T=1 was the old bug)
+
+
+def test_minibatches_split_a_step_into_that_many_updates(box_model, synth_data):
+    store = open_store(synth_data)
+    groups = rewarded(
+        rollout_groups(box_model, synth_data, [1, 2], n=3, max_turn_tokens=16, seed=2), winner=1
+    )
+    model = load_policy(box_model)
+    steps = []
+    stats = mgpo_step(
+        model,
+        None,
+        groups,
+        load_processor(box_model),
+        store,
+        LossConfig(kl_coef=0.0),
+        UpdateConfig(ppo_epochs=2, minibatches=2),
+        lambda loss: loss.backward(),
+        lambda: steps.append(1) or 1.0,
+    )
+    assert len(steps) == 4 and stats.grad_norm == 1.0 and stats.groups == 2

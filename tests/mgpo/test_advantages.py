@@ -26,3 +26,19 @@ def test_grpo_advantages_single_sample_groups_are_degenerate():
 def test_grpo_advantages_rejects_a_flat_vector():
     with pytest.raises(ValueError, match="groups, n"):
         grpo_advantages(torch.tensor([1.0, 0.0]))
+
+
+def test_masked_samples_are_left_out_of_the_group_statistics_and_get_no_advantage():
+    # kept rewards [1, 0, 0]: mean 1/3, sample std sqrt(((2/3)^2 + 2 (1/3)^2) / 2) = sqrt(1/3) = 0.5774
+    # -> advantages [1.1547, -0.5774, -0.5774]; the masked 4th (an over-length 0) is not in the baseline
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    out = grpo_advantages(rewards, kept=torch.tensor([[True, True, True, False]]))
+    assert out.advantages[0].tolist() == pytest.approx([1.1547, -0.5774, -0.5774, 0.0], abs=1e-4)
+    assert out.degenerate.tolist() == [False]
+
+
+def test_a_group_with_fewer_than_two_kept_samples_or_equal_kept_rewards_is_degenerate():
+    rewards = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    out = grpo_advantages(rewards, kept=torch.tensor([[True, False, False], [True, True, False]]))
+    assert out.degenerate.tolist() == [True, True]  # one kept; and the kept two are both right
+    assert out.advantages.abs().sum().item() == 0.0

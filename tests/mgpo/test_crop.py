@@ -43,3 +43,13 @@ def test_render_view_cuts_the_original_not_the_resized_image():
 def test_render_view_of_the_whole_image_fits_the_budget():
     view = render_view(_gradient(1792, 1680), None, BUDGET)
     assert view.size == (448, 420)
+
+
+def test_a_crop_too_elongated_in_the_original_falls_back_to_the_whole_image():
+    # valid in input pixels (2800 / 30 = 93 < 100), but the view's region is squashed 2:1 in the original,
+    # so the crop is 2800 x 15 there: aspect 187 >= 150, where the reference shows the whole image again
+    g = check_box(Box(0, 100, 2800, 130), (2800, 2800))
+    assert g.valid
+    assert crop_region(g, (2800, 2800), Box(0, 0, 2800, 1400), (2800, 1400)) is None
+    tall_enough = check_box(Box(0, 100, 2800, 160), (2800, 2800))  # 2800 x 30 there: aspect 93
+    assert crop_region(tall_enough, (2800, 2800), Box(0, 0, 2800, 1400), (2800, 1400)) == Box(0, 50, 2800, 80)

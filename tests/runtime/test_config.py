@@ -150,3 +150,15 @@ def test_a_cross_field_problem_is_listed_beside_field_problems_of_its_section():
     assert "rollout.n: Input should be greater than or equal to 2" in text
     assert "learner.lr: Input should be greater than 0" in text
     assert "min_pixels (200000) must not exceed max_pixels (100000)" in text  # hidden before by rollout.n
+
+
+def test_the_length_check_counts_every_image_at_its_real_token_count():
+    # 2 turns x 64 tokens fit 2048 easily, but the original and the crop are up to 1,280 tokens each
+    with pytest.raises(ConfigError, match="2 images of up to 1280 visual tokens leave no room"):
+        parse_config(
+            {"rollout": {"max_turn_tokens": 64, "max_model_len": 2048, "max_pixels": 1280 * 28 * 28}}
+        )
+    assert (
+        parse_config({"rollout": {"max_turn_tokens": 64, "max_model_len": 4096}}).rollout.max_model_len
+        == 4096
+    )

@@ -26,7 +26,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
 RUN = {
     "name": "e2e",
     "seed": 0,
-    "steps": 40,  # more than the test lasts: it ends with a stop request
+    "steps": 400,  # more than the test lasts: it ends with a stop request
     # the format warm start of the demo; sampled a little cooler, so some boxes are valid (for the viewer)
     "model": {"path": "tiny", "tiny_size": "xs", "warmup_steps": 150},
     "rollout": {
@@ -48,7 +48,7 @@ RUN = {
         "checkpoint_every": 100,
         "step_timeout_s": 3,
     },
-    "data": {"synth_n": 96},
+    "data": {"synth_n": 96, "epochs": 10},
     # a poison prompt is retried after 3 s and dead-lettered at its 2nd failure (the defaults: 60 s, 3)
     "queue": {"claim_idle_ms": 3000, "max_deliveries": 2},
 }
@@ -205,25 +205,27 @@ def test_metrics_from_every_process_agree_with_the_run(served):
 
 def test_a_poison_prompt_ends_in_the_dead_letters_while_the_run_goes_on(served):
     api = served
-    (item, *_) = api.get("/runs/e2e/trajectories?limit=1")
-    digest = item["images"][0]["hash"]
-    # passes every check at the door, but is far longer than max_model_len (2048) once tokenised: the
-    # engine refuses it in every batch it is in
-    question = "Which one? " + "\u2603\u2764\u263a " * 1300
+    run = api.get("/runs/e2e")
+    # an image that went bad on disk after its prompt passed the door: every rollout of it raises
+    digest = "f" * 64
+    rotten = Path(run["run_dir"]) / "data" / "images" / digest[:2] / digest
+    rotten.parent.mkdir(parents=True, exist_ok=True)
+    rotten.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image any more")
     prompt = {
         "id": "poison",
-        "question": question[:4000],
+        "question": "Which one?",
         "images": [digest],
         "answer": "A",
         "choices": ["x", "y"],
     }
     code, body = api.call("POST", "/runs/e2e/prompts", {"prompts": [prompt]})
     assert code == 202 and body["enqueued"] == 1, body
-    before = api.get("/runs/e2e")["version"]
+    before = run["version"]
     run = _wait(lambda: (r := api.get("/runs/e2e"))["queue"]["dead_len"] == 1 and r, 300, "the dead letter")
     assert run["status"] == "running"
     (letter,) = api.get("/runs/e2e/dead")
-    assert letter["id"] == "poison" and letter["reason"].startswith("delivered 2 times without completing: ")
+    assert letter["id"] == "poison"
+    assert letter["reason"].startswith("delivered 2 times without completing: ImageError: image is corrupt")
     _wait(lambda: api.get("/runs/e2e")["version"] > before, 300, "a learner step after the poison")
 
 
@@ -287,7 +289,7 @@ def test_the_control_plane_restarts_and_reattaches_then_checkpoints_and_stops_th
         300,
         "the stop",
     )
-    assert final["status"] == "stopped" and final["version"] < 40
+    assert final["status"] == "stopped" and final["version"] < 400
     assert (Path(final["run_dir"]) / "final" / "config.json").exists()
     code, body = api.call("POST", "/runs/e2e/pause")
     assert code == 409 and "not running" in body["detail"]
