@@ -21,7 +21,8 @@ _BOXED = "\\boxed{"
 _LETTER = re.compile(r"^\s*(?:\\text\{\s*)?\(?\s*([A-Za-z])\s*\)?\s*[.:)]?\s*\}?\s*(?:$|\s)")
 _INT = re.compile(r"^\s*(-?\d{1,9})(?:\.0*)?\s*$")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
+# the whole reply; the loop's replies keep their end-of-turn token (<|im_end|>), which is not a format error
+_FORMAT = re.compile(r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*(?:<\|im_end\|>)?\s*$", re.DOTALL)
 _POINTS_FENCE = re.compile(r"```(?:json)?\s*(\[.*?\])\s*```", re.DOTALL)
 
 

@@ -191,8 +191,9 @@ class Trainer:
                 self.totals["loop"] = time.perf_counter() - started
             self._set_status("stopped" if stopped else "finished")
         except KeyboardInterrupt:
-            self.console.print("[yellow]interrupted[/]: writing a checkpoint before stopping")
-            self._checkpoint()
+            if hasattr(self, "learner"):  # interrupted in set-up there is nothing to checkpoint yet
+                self.console.print("[yellow]interrupted[/]: writing a checkpoint before stopping")
+                self._checkpoint()
             self._set_status("stopped")
             raise
         except BaseException as err:

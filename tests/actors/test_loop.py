@@ -132,3 +132,39 @@ def test_a_prompt_whose_images_leave_no_room_is_masked_as_over_length_not_sent(h
     roomy = dataclasses.replace(settings, max_model_len=question_ids + image_tokens + 16 + 16)
     (group,) = Loop(hf_box, tok, open_store(synth_data), roomy).rollout([record], seed=0)
     assert all(s.turns >= 1 for s in group.samples)
+
+
+def test_the_grounding_format_reward_fires_through_the_loop(tiny_small, tmp_path):
+    # a model taught one multi-image grounding answer in the paper's format; its reply reaches the reward
+    # with the end-of-turn token the loop keeps, which used to make the format reward always 0
+    from mgpo.data.dataset import write_synthetic
+    from mgpo.models.tiny import load_policy, load_processor
+    from mgpo.models.warmup import teach
+    from mgpo.templates import GROUNDING_PROMPT, IM_END, single_prompt
+
+    data = write_synthetic(tmp_path / "mig", 1, 0, task="grounding", progress=False)
+    record = next(read_prompts(data))
+    store = open_store(data)
+    views = [render_view(store.get(h), None, TINY_BUDGET) for h in record.images]
+    target = int(record.answer)
+    w, h = views[target - 1].size
+    box = record.target_box
+    answer = [round(box.x1 * w), round(box.y1 * h), round(box.x2 * w), round(box.y2 * h)]
+    reply = (
+        f'<think>It is in image {target}.</think><answer>{{"image": {target}, "bbox_2d": {answer}}}</answer>'
+    )
+    processor = load_processor(tiny_small)
+    tok = Tokenizer(processor.tokenizer)
+    prompt = tok.encode(single_prompt(GROUNDING_PROMPT.format(question=record.question), len(views)))
+    model = load_policy(tiny_small)
+    teach(model, processor, [(prompt, views, tok.encode(reply + IM_END))], TINY_BUDGET)
+    model.save_pretrained(tmp_path / "mig-model")
+    processor.save_pretrained(tmp_path / "mig-model")
+
+    engine = HFEngine(str(tmp_path / "mig-model"), TINY_BUDGET)
+    settings = RolloutSettings(MGPO, TINY_BUDGET, n=1, max_turn_tokens=64, temperature=0.0)
+    (group,) = Loop(engine, tok, store, settings).rollout([record], seed=0)
+    (sample,) = group.samples
+    assert sample.text[0] == reply + IM_END
+    assert sample.reward == pytest.approx(0.5 + 1.0, abs=0.05)  # format 1 (x 0.5) + IoU ~1 with the true box
+    assert sample.valid_grounding

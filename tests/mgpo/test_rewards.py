@@ -89,3 +89,11 @@ def test_grounding_reward_scores_format_and_iou_in_the_target_image():
 def test_grounding_reward_gives_zero_accuracy_on_garbage(reply):
     r = grounding_reward(reply, 1, Box(0, 0, 1, 1), [(448, 448)])
     assert r.iou == 0.0 and r.hit == 0.0
+
+
+def test_grounding_format_reward_accepts_the_end_of_turn_the_loop_keeps():
+    sizes = [(280, 280), (280, 280)]
+    reply = '<think>the second one</think><answer>{"image": 2, "bbox_2d": [28, 28, 140, 140]}</answer>'
+    target = Box(0.1, 0.1, 0.5, 0.5)
+    assert grounding_reward(reply + "<|im_end|>", 2, target, sizes).format == 1.0
+    assert grounding_reward(reply + "<|im_end|> trailing", 2, target, sizes).format == 0.0
