@@ -49,8 +49,9 @@ RUN = {
         "step_timeout_s": 3,
     },
     "data": {"synth_n": 96, "epochs": 10},
-    # a poison prompt is retried after 3 s and dead-lettered at its 2nd failure (the defaults: 60 s, 3)
-    "queue": {"claim_idle_ms": 3000, "max_deliveries": 2},
+    # a poison prompt is retried after 3 s and dead-lettered at its 2nd failure (the defaults: 60 s, 3); a
+    # short stream, so a prompt posted mid-run is not queued behind ten epochs of the feeder's
+    "queue": {"claim_idle_ms": 3000, "max_deliveries": 2, "max_len": 12},
 }
 
 
