@@ -224,6 +224,7 @@ class Trainer:
                     continue
                 self.membership.reconcile(self.learner)
                 if outcome is None:
+                    self._catch_up(version)
                     continue
                 version = int(outcome["version"])
                 self._log_step(version, outcome)
@@ -271,8 +272,21 @@ class Trainer:
             self.console.print("stop requested: checkpointing and stopping")
         return bool(state.stop)
 
+    def _catch_up(self, version: int) -> None:
+        """Sync members that hold older weights than the learner's while no groups come in. Without it a run
+        whose learner stepped with no actor in the broadcast set (actors joining, a learner replaying its
+        pending groups) waits forever: admission follows the synced version, the learner needs groups."""
+        if self.membership.members and self.weight_sync.synced < version:
+            self._sync_and_log(version)
+
     def _sync_and_log(self, version: int) -> None:
-        stats = self.weight_sync(self.learner)
+        import ray
+
+        try:
+            stats = self.weight_sync(self.learner)
+        except ray.exceptions.RayActorError as err:  # the learner died mid-sync: the next step restarts it
+            self.console.print(f"[red]learner died during the weight sync[/] ({shown(err)})")
+            return
         if stats is None:
             self.console.print(f"[yellow]v{version}: no actor received the weights[/]")
             return

@@ -24,13 +24,14 @@ class WeightSync:
         self.address: list | None = None  # the current generation's rendezvous
         self.members: tuple[str, ...] = ()  # ... and who is in it
         self.plan: object = None  # the learner's wire plan (bucket layout), fetched once per learner start
+        self.synced = -1  # the version the members last received (-1: none yet)
 
     def new_learner(self, learner: object) -> None:
         """A (re)started learner: its wire plan, and a new generation at the next sync."""
         import ray
 
         self.plan = ray.get(learner.wire_plan.remote())  # type: ignore[attr-defined]
-        self.address = None
+        self.address, self.synced = None, -1
 
     def __call__(self, learner: object) -> dict[str, float] | None:
         """Broadcast to every member; returns the learner's sync stats, or None if nobody got the weights."""
@@ -74,4 +75,5 @@ class WeightSync:
             self.address = None  # the next try forms a new generation without the failed members
             return None
         self.run_state.set(version=version)
+        self.synced = version
         return stats
