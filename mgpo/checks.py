@@ -16,7 +16,10 @@ from mgpo.resize import MAX_ASPECT_RATIO
 # Images a prompt may bring beyond what a multiple-choice rollout adds itself (its crops): the rollout
 # engine is started with `max_crops + EXTRA_PROMPT_IMAGES` images per prompt (actors.rollout_actor).
 EXTRA_PROMPT_IMAGES = 4
-WHOLE_NUMBER = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+WHOLE_NUMBER = re.compile(r"[0-9]+")
+DIGEST = re.compile(
+    r"[0-9a-f]{64}"
+)  # images are named by content hash: never by path (no ../ into the disk)  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
 
 def prompt_image_limit(max_crops: int) -> int:
@@ -40,6 +43,9 @@ def prompt_problems(record: PromptRecord, max_images: int) -> list[str]:
     n = len(record.images)
     if n == 0:
         problems.append("a prompt needs at least one image")
+    named = [str(h)[:80] for h in record.images if not DIGEST.fullmatch(str(h))]
+    if named:
+        problems.append(f"images are named by their sha256 hex digest, not {named[0]!r}")
     if record.kind is TaskKind.MULTIPLE_CHOICE:
         # the multiple-choice templates show one image (then its crops): more would have no placeholder
         if n > 1:

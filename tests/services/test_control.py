@@ -668,4 +668,7 @@ def test_dead_letters_are_listed_with_their_reason_and_counted_on_the_run(client
         "reason": "delivered 1 times without completing: ValueError: the prompt is longer than max_model_len",
     }
     assert client.get("/runs/r1").json()["queue"]["dead_len"] == 1
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    depth = {s.labels["stream"]: s.value for f in families for s in f.samples if s.name == "mgpo_queue_depth"}
+    assert depth["dead"] == 1.0
     assert client.get("/runs/nope/dead").status_code == 404
