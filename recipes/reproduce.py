@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from runtime.config import load_sft_config
+from runtime.config import SFTConfig, load_sft_config
 
 METHODS = ("mgpo", "grpo", "multiturn")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "reproduce"
@@ -65,96 +65,113 @@ def _write_config(source: Path, out: Path, changes: dict[str, dict | str | int])
     return out
 
 
-def reproduce(out: str = "out/reproduce", smoke: bool = False) -> dict[str, object]:
-    from mgpo.data.dataset import META_FILE, write_synthetic
+class Stages:
+    """Runs each stage once: a stage whose output exists is skipped; wall times go to timings.json."""
 
-    plan = Plan(smoke)
-    root = Path(out)
-    configs = root / "configs"
-    timings: dict[str, float] = {}
-    timings_path = root / "timings.json"
-    if timings_path.exists():
-        timings = json.loads(timings_path.read_text())
+    def __init__(self, root: Path) -> None:
+        self.path = root / "timings.json"
+        self.timings: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def timed(stage: str, done: Path, work: Callable[[], object]) -> None:
+    def run(self, stage: str, done: Path, work: Callable[[], object]) -> None:
         if done.exists():
             print(f"{stage}: done before ({done})", flush=True)
             return
         started = time.perf_counter()
         work()
-        timings[stage] = round(time.perf_counter() - started, 1)
-        timings_path.write_text(json.dumps(timings, indent=1))
+        self.timings[stage] = round(time.perf_counter() - started, 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.timings, indent=1))
 
-    sft_changes: dict = {"output_dir": str(root)}
+
+def reproduce(out: str = "out/reproduce", smoke: bool = False) -> dict[str, object]:
+    plan, root = Plan(smoke), Path(out)
+    stages = Stages(root)
+    sft = _cold_start(root, plan, stages)
+    data = _splits(root, plan, sft, stages)
+    runs = [str(_method(method, root, plan, sft, data, stages)) for method in METHODS]
+    stages.run(
+        "report",
+        root / "report" / "results.md",
+        lambda: _mgpo("report", *runs, "--out", str(root / "report")),
+    )
+    total = round(sum(stages.timings.values()), 1)
+    print(f"reproduction: {total} s of stages; report in {root / 'report'}", flush=True)
+    return {"timings": stages.timings, "total_seconds": total, "report": str(root / "report")}
+
+
+def _cold_start(root: Path, plan: Plan, stages: Stages) -> SFTConfig:
+    """1. `mgpo sft`: the cold-start model (the smoke run's steps and splits cut to a few)."""
+    changes: dict = {"output_dir": str(root)}
     if plan.sft_steps:
-        sft_changes.update(
+        changes.update(
             steps=plan.sft_steps,
             eval_every=plan.sft_steps,
             lr_warmup_steps=0,
             lr_decay_steps=0,
             data={"train_n": 8, "eval_n": 2},
         )
-    sft_config = _write_config(CONFIGS / "sft.yaml", configs / "sft.yaml", sft_changes)
-    sft = load_sft_config(sft_config)
-    base = sft.run_dir / "model"
-    timings_path.parent.mkdir(parents=True, exist_ok=True)
-    timed("sft", sft.run_dir / "summary.json", lambda: _mgpo("sft", "--config", str(sft_config), "--resume"))
+    path = _write_config(CONFIGS / "sft.yaml", root / "configs" / "sft.yaml", changes)
+    sft = load_sft_config(path)
+    stages.run("sft", sft.run_dir / "summary.json", lambda: _mgpo("sft", "--config", str(path), "--resume"))
+    return sft
+
+
+def _splits(root: Path, plan: Plan, sft: SFTConfig, stages: Stages) -> dict[str, Path]:
+    """2. The RL train and test splits of the cold start's synthetic set, with other seeds."""
+    from mgpo.data.dataset import META_FILE, write_synthetic
 
     knobs = sft.data.knobs()
     data = {"train": root / "data" / "train", "test": root / "data" / "test"}
     for split, seed, n in (("train", TRAIN_SEED, plan.train_n), ("test", TEST_SEED, plan.test_n)):
-        timed(
+        stages.run(
             f"data-{split}",
             data[split] / META_FILE,  # written last: a split cut short is made again
             lambda split=split, seed=seed, n=n: write_synthetic(
                 data[split], n, seed, knobs=knobs, image_format="png", progress=False
             ),
         )
+    return data
 
-    budget = ["--min-pixels", str(sft.min_pixels), "--max-pixels", str(sft.max_pixels)]
-    runs = []
-    for method in METHODS:
-        changes: dict = {
-            "output_dir": str(root),
-            "model": {"path": str(base)},
-            "data": {"path": str(data["train"])},
-        }
-        if plan.rl_steps:
-            changes["steps"] = plan.rl_steps
-        config = _write_config(CONFIGS / f"{method}.yaml", configs / f"{method}.yaml", changes)
-        run = root / method
-        runs.append(str(run))
-        resume = ["--resume"] if (run / "checkpoints").exists() else []  # an interrupted run goes on
-        timed(
-            f"train-{method}",
-            run / "final" / "config.json",
-            lambda c=config, r=resume: _mgpo("train", "--config", str(c), *r),
-        )
-        for model, stage in ((base, "base"), (run / "final", "final")):
-            result = run / stage / f"eval-{method}.json"
-            timed(
-                f"eval-{method}-{stage}",
-                result,
-                lambda m=model, r=result, method=method: _mgpo(
-                    "eval",
-                    "--model",
-                    str(m),
-                    "--data",
-                    str(data["test"]),
-                    "--mode",
-                    method,
-                    "--base",
-                    str(base),
-                    "--out",
-                    str(r),
-                    *budget,
-                ),
-            )
-    timed(
-        "report",
-        root / "report" / "results.md",
-        lambda: _mgpo("report", *runs, "--out", str(root / "report")),
+
+def _method(
+    method: str, root: Path, plan: Plan, sft: SFTConfig, data: dict[str, Path], stages: Stages
+) -> Path:
+    """3-4. RL with one method from the cold-start model, then the eval of the cold start and of the policy."""
+    base = sft.run_dir / "model"
+    changes: dict = {
+        "output_dir": str(root),
+        "model": {"path": str(base)},
+        "data": {"path": str(data["train"])},
+    }
+    if plan.rl_steps:
+        changes["steps"] = plan.rl_steps
+    config = _write_config(CONFIGS / f"{method}.yaml", root / "configs" / f"{method}.yaml", changes)
+    run = root / method
+    resume = ["--resume"] if (run / "checkpoints").exists() else []  # an interrupted run goes on
+    stages.run(
+        f"train-{method}",
+        run / "final" / "config.json",
+        lambda: _mgpo("train", "--config", str(config), *resume),
     )
-    total = round(sum(timings.values()), 1)
-    print(f"reproduction: {total} s of stages; report in {root / 'report'}", flush=True)
-    return {"timings": timings, "total_seconds": total, "report": str(root / "report")}
+    budget = ["--min-pixels", str(sft.min_pixels), "--max-pixels", str(sft.max_pixels)]
+    for model, stage in ((base, "base"), (run / "final", "final")):
+        result = run / stage / f"eval-{method}.json"
+        stages.run(
+            f"eval-{method}-{stage}",
+            result,
+            lambda m=model, r=result: _mgpo(
+                "eval",
+                "--model",
+                str(m),
+                "--data",
+                str(data["test"]),
+                "--mode",
+                method,
+                "--base",
+                str(base),
+                "--out",
+                str(r),
+                *budget,
+            ),
+        )
+    return run

@@ -62,7 +62,8 @@ class ControlPlane:
         process = self.drivers.get(view.name)
         if process is None or process.poll() is None:
             return view
-        del self.drivers[view.name]
+        if self.drivers.pop(view.name, None) is None:
+            return view  # another request thread reaped it a moment ago
         fresh = self.runs.view(view.name) or view
         if fresh.status in ("created", "running") and process.returncode != 0:
             log = Path(fresh.run_dir) / "driver.log"
