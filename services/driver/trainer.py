@@ -141,8 +141,8 @@ class Trainer:
         )
         refused += bad
         if refused:
-            shown_ = "; ".join(f"{record_id}: {reason}" for record_id, reason in refused[:5])
-            self.console.print(f"[yellow]{len(refused)} records refused[/] ({escape(shown_)[:1000]})")
+            listed = "; ".join(f"{record_id}: {reason}" for record_id, reason in refused[:5])
+            self.console.print(f"[yellow]{len(refused)} records refused[/] ({escape(listed)[:1000]})")
         if not good:
             raise ValueError(f"no record of {self.data_dir} can be rolled out")
         return good
