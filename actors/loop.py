@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from actors.engine import Completion, Engine, Prompt, Sampling
-from mgpo.boxes import Box, Grounding, parse_box
+from mgpo.boxes import Box, BoxRule, Grounding, parse_box
 from mgpo.crop import View, crop_region, full_region, render_view, view_input_size
 from mgpo.images import ImageStore
 from mgpo.masks import Segment, Source, build_sequence
@@ -44,6 +44,7 @@ class RolloutSettings:
     max_model_len: int = 8192
     temperature: float = 1.0
     top_p: float = 1.0
+    box_rule: BoxRule = BoxRule.STRICT  # the rule that decides the crop and valid_grounding
 
 
 @dataclass
@@ -57,6 +58,7 @@ class _Sample:
     images: list[Image.Image]  # rendered views, for the engine
     texts: list[str] = field(default_factory=list)
     boxes_valid: list[bool] = field(default_factory=list)
+    boxes_lenient: list[bool] = field(default_factory=list)  # the same boxes by the lenient rule
     finish_reason: str = ""
     done: bool = False
     keep: bool = True  # False: masked out of the loss (over turns / over length)
@@ -238,8 +240,7 @@ class Loop:
         if turn > 0:
             self._final_turn(sample, completion, turn)
             return
-        grounding = parse_box(sample.texts[-1], self._input_size(sample, 0))
-        sample.boxes_valid.append(grounding.valid)
+        grounding = self._ground(sample, sample.texts[-1], 0)
         # invalid: the original again, as the paper's template does (MGPO sec. 3)
         valid = self._add_view(sample, 0, grounding)
         self._inject(sample, completion, valid)
@@ -255,10 +256,12 @@ class Loop:
             return
         number = crop_source(reply, len(sample.views))
         source = 0 if number is None else number - 1
-        grounding = parse_box(reply, self._input_size(sample, source))
+        # our own format ({"bbox_2d": ..., "image": N}, no list, no label): read by the lenient rule
+        grounding = parse_box(reply, self._input_size(sample, source), BoxRule.LENIENT)
         if number is None:
             grounding = Grounding(grounding.box, False, "named an image that does not exist")
         sample.boxes_valid.append(grounding.valid)
+        sample.boxes_lenient.append(grounding.valid)
         valid = self._add_view(sample, source, grounding)
         self._inject(sample, completion, valid)
 
@@ -266,9 +269,9 @@ class Loop:
         record = sample.record
         reply = sample.texts[-1]
         if record.kind is TaskKind.MULTIPLE_CHOICE:
-            sample.reward = choice_reward(reply, record.answer)
+            sample.reward = choice_reward(reply, record.answer, record.choices)
             if self.settings.template.mode is Mode.GRPO:
-                sample.boxes_valid.append(parse_box(reply, self._input_size(sample, 0)).valid)
+                self._ground(sample, reply, 0)
         elif record.kind is TaskKind.COUNTING:
             sample.reward = counting_reward(reply, int(record.answer)).reward
         else:
@@ -276,7 +279,16 @@ class Loop:
             result = grounding_reward(reply, int(record.answer), record.target_box or Box(0, 0, 0, 0), sizes)
             sample.reward = result.format * 0.5 + result.iou  # format + continuous IoU, the MIG recipe
             sample.boxes_valid.append(result.iou > 0)
+            sample.boxes_lenient.append(result.iou > 0)
         self._finish(sample, completion.finish_reason, keep=True)
+
+    def _ground(self, sample: _Sample, reply: str, source: int) -> Grounding:
+        """The box of `reply` in view `source` by the configured rule; both rules are recorded."""
+        size = self._input_size(sample, source)
+        grounding = parse_box(reply, size, self.settings.box_rule)
+        sample.boxes_valid.append(grounding.valid)
+        sample.boxes_lenient.append(parse_box(reply, size, BoxRule.LENIENT).valid)
+        return grounding
 
     def _check_length(self, sample: _Sample) -> None:
         """Mask (not punish) a trajectory whose next turn could not fit: each image's one placeholder id
@@ -307,6 +319,7 @@ class Loop:
                     finish_reason=s.finish_reason,
                     text=tuple(s.texts),
                     sampled_tokens=sum(len(x.ids) for x in s.segments if x.source is Source.GENERATED),
+                    valid_grounding_lenient=bool(s.boxes_lenient) and all(s.boxes_lenient),
                 )
             )
         return TrajectoryGroup(

@@ -16,6 +16,7 @@ import redis
 
 from actors.engine import Engine
 from actors.loop import Loop, RolloutSettings, Tokenizer
+from mgpo.boxes import BoxRule
 from mgpo.checks import prompt_image_limit
 from mgpo.images import ImageStore
 from mgpo.resize import PixelBudget
@@ -46,6 +47,7 @@ class ActorSpec:
     min_pixels: int = 64 * 28 * 28
     max_pixels: int = 256 * 28 * 28
     batch_prompts: int = 4
+    box_rule: str = BoxRule.STRICT.value
     claim_idle_ms: int = 60_000
     max_deliveries: int = 3  # a prompt delivered this often without completing goes to the dead letters
     seed: int = 0
@@ -102,6 +104,7 @@ def rollout_settings(spec: ActorSpec) -> RolloutSettings:
         max_model_len=spec.max_model_len,
         temperature=spec.temperature,
         top_p=spec.top_p,
+        box_rule=BoxRule(spec.box_rule),
     )
 
 

@@ -148,6 +148,7 @@ class Learner:
             **{k: float(v) for k, v in result._asdict().items()},
             "accuracy": summary.accuracy,
             "valid_grounding_ratio": summary.valid_grounding_ratio,
+            "valid_grounding_lenient_ratio": summary.valid_grounding_lenient_ratio,
             "turns": summary.turns,
             "samples": float(summary.samples),
             "staleness_mean": sum(staleness) / len(staleness),

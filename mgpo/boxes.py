@@ -2,6 +2,8 @@
 
 Parsing never raises: garbage in gives `Grounding(box=None, valid=False, reason=...)`.
 Coordinates are absolute pixels in the resized input image, as Qwen2.5-VL grounds (MGPO paper, sec. 3).
+Two rules read a box: STRICT, the reference code's (the default: the valid-grounding ratio is then the
+paper's), and LENIENT, which also takes what a model outside that format writes (a second metric).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from enum import StrEnum
 from typing import NamedTuple
 
 # A reply this long is not a box: bail out before any regex runs over it.
@@ -19,9 +22,21 @@ MAX_ASPECT = 100  # MGPO: aspect ratio below 100
 BARE_JSON_WINDOW = 4096
 
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_JSON_FENCED = re.compile(r"```json(.*?)```", re.DOTALL)
 _QWEN2_BOX = re.compile(
     r"<\|box_start\|>\s*\(\s*([^,()]+?)\s*,\s*([^,()]+?)\s*\)\s*,\s*\(\s*([^,()]+?)\s*,\s*([^,()]+?)\s*\)\s*<\|box_end\|>"
 )
+
+
+class BoxRule(StrEnum):
+    """Which replies carry a box."""
+
+    # The reference's: the FIRST ```json block, a list with an item whose bbox_2d is four integers and
+    # whose label is a string.
+    STRICT = "strict"
+    # Also a missing label, a bare JSON object or list, an untagged fence, Qwen2-VL's 0-1000 form; the LAST
+    # block wins (where a model that talks first puts its final box).
+    LENIENT = "lenient"
 
 
 class Box(NamedTuple):
@@ -121,34 +136,58 @@ def _parse_qwen2(match: re.Match[str], input_size: tuple[int, int]) -> tuple[Box
     return Box(x1 / 1000 * width, y1 / 1000 * height, x2 / 1000 * width, y2 / 1000 * height), ""
 
 
-def parse_box(text: str, input_size: tuple[int, int]) -> Grounding:
-    """Read the key-region box from a model reply and check it against the resized input.
+def _strict_box(text: str) -> tuple[Box | None, str]:
+    match = _JSON_FENCED.search(text)
+    if match is None:
+        return None, "unclosed ```json block (truncated output)" if "```json" in text else "no ```json block"
+    try:
+        obj = _loads(match.group(1).strip())
+    except (ValueError, RecursionError) as err:
+        return None, f"malformed JSON: {str(err)[:80]}"
+    if not isinstance(obj, list):
+        return None, "the ```json block is not a list"
+    for item in obj:
+        if (
+            isinstance(item, dict)
+            and isinstance(item.get("label"), str)
+            and isinstance(item.get("bbox_2d"), list)
+        ):
+            box, _ = _int_coords(item["bbox_2d"])
+            if box is not None:
+                return box, ""
+    return None, "no item with a bbox_2d of four integers and a string label"
 
-    `input_size` is (W_in, H_in) of the image the model saw. Accepts a fenced JSON list with `bbox_2d`
-    (the MGPO template), a bare JSON object or list, or Qwen2-VL's 0-1000 `<|box_start|>` form.
+
+def _lenient_box(text: str, input_size: tuple[int, int]) -> tuple[Box | None, str]:
+    qwen2 = list(_QWEN2_BOX.finditer(text))
+    if qwen2:
+        return _parse_qwen2(qwen2[-1], input_size)
+    fenced = _FENCED.findall(text)
+    if fenced:
+        try:
+            obj = _loads(fenced[-1].strip())
+        except (ValueError, RecursionError) as err:
+            return None, f"malformed JSON: {str(err)[:80]}"
+    elif "```" in text:
+        return None, "unclosed ``` block (truncated output)"
+    else:
+        obj = _bare_json(text)
+        if obj is None:
+            return None, "no box found"
+    coords, reason = _coords_from_json(obj)
+    if coords is None:
+        return None, reason
+    return _int_coords(coords)
+
+
+def parse_box(text: str, input_size: tuple[int, int], rule: BoxRule = BoxRule.STRICT) -> Grounding:
+    """Read the key-region box from a model reply by `rule` and check it against the resized input.
+
+    `input_size` is (W_in, H_in) of the image the model saw.
     """
     if len(text) > MAX_REPLY_CHARS:
         return _invalid(f"reply is {len(text)} characters, longer than {MAX_REPLY_CHARS}")
-    qwen2 = list(_QWEN2_BOX.finditer(text))
-    if qwen2:
-        box, reason = _parse_qwen2(qwen2[-1], input_size)
-    else:
-        fenced = _FENCED.findall(text)
-        if fenced:
-            try:
-                obj = _loads(fenced[-1].strip())
-            except (ValueError, RecursionError) as err:
-                return _invalid(f"malformed JSON: {str(err)[:80]}")
-        elif "```" in text:
-            return _invalid("unclosed ``` block (truncated output)")
-        else:
-            obj = _bare_json(text)
-            if obj is None:
-                return _invalid("no box found")
-        coords, reason = _coords_from_json(obj)
-        if coords is None:
-            return _invalid(reason)
-        box, reason = _int_coords(coords)
+    box, reason = _strict_box(text) if rule is BoxRule.STRICT else _lenient_box(text, input_size)
     if box is None:
         return _invalid(reason)
     return check_box(box, input_size)

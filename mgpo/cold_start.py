@@ -106,7 +106,8 @@ def grounding_example(
     original = sample.images[0]
     box = taught_box(tag, original.size, budget, cells)
     if product_wording:
-        prompt, label = first_prompt(MGPO, DESCRIPTIONS[phrasing].format(frame=tag.frame), ()), "key region"
+        prompt = first_prompt(MGPO, DESCRIPTIONS[phrasing].format(frame=tag.frame), ())
+        label = "key image area"  # the paper's label (its Figure 8)
     else:
         prompt, label = single_prompt(GROUNDING_PROMPT.format(frame=tag.frame), 1, GROUNDING_SYSTEM), "tag"
     reply = box_json(box, label) + IM_END
@@ -143,13 +144,13 @@ def recognition_example(
     region = close_up_region(tag, original.size, scale, rng)
     letter = LETTERS[sample.choices.index(tag.value)]
     template = RECOGNITION_IN_CONTEXT_PROMPT if in_context else RECOGNITION_PROMPT
-    system = RECOGNITION_SYSTEM
+    system, intro = RECOGNITION_SYSTEM, ""
     if in_context and product_wording:
-        template, system = MGPO.after_crop, MGPO.system
+        template, system, intro = MGPO.after_crop, MGPO.system, MGPO.crop_intro
     text = template.format(question=question_about(sample, tag), choices=format_choices(sample.choices))
     close_up = render_view(original, region, budget)
     images = (render_view(original, None, budget), close_up) if in_context else (close_up,)
-    prompt = single_prompt(text, len(images), system)
+    prompt = single_prompt(text, len(images), system, intro)
     return Example("recognition", prompt, images, f"\\boxed{{{letter}}}{IM_END}", letter)
 
 

@@ -14,6 +14,7 @@ class RolloutSummary(NamedTuple):
     accuracy: float  # share of samples with reward 1.0 (the right answer)
     reward: float  # mean reward
     valid_grounding_ratio: float  # share of samples whose boxes all passed MGPO's validity check
+    valid_grounding_lenient_ratio: float  # the same, the boxes read by the lenient rule
     turns: float  # mean turns per trajectory
     generated_tokens: int  # tokens sampled by the policy, masked samples included
     masked: int  # samples masked out of the loss (over turns / over length)
@@ -28,6 +29,7 @@ def summarize(groups: Sequence[TrajectoryGroup]) -> RolloutSummary:
         accuracy=sum(s.reward >= 1.0 for s in samples) / n,
         reward=sum(s.reward for s in samples) / n,
         valid_grounding_ratio=sum(s.valid_grounding for s in samples) / n,
+        valid_grounding_lenient_ratio=sum(s.valid_grounding_lenient for s in samples) / n,
         turns=sum(s.turns for s in samples) / n,
         generated_tokens=sum(s.sampled_tokens for s in samples),
         masked=sum(

@@ -88,6 +88,8 @@ class TrajectorySample:
     finish_reason: str  # "stop" | "length" | "over_turn" | ...
     text: tuple[str, ...] = ()  # decoded model turns, for logs and the viewer only (never re-encoded)
     sampled_tokens: int = 0  # tokens the policy generated, counted even when the sample is masked out
+    # the same boxes read by the lenient rule (mgpo.boxes.BoxRule): the second grounding metric
+    valid_grounding_lenient: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ def _sample_to_wire(s: TrajectorySample) -> dict[str, Any]:
         "finish_reason": s.finish_reason,
         "text": list(s.text),
         "sampled_tokens": int(s.sampled_tokens),
+        "valid_grounding_lenient": bool(s.valid_grounding_lenient),
     }
 
 
@@ -158,6 +161,7 @@ def _sample_from_wire(w: dict[str, Any]) -> TrajectorySample:
         finish_reason=str(w["finish_reason"]),
         text=tuple(w["text"]),
         sampled_tokens=int(w["sampled_tokens"]),
+        valid_grounding_lenient=bool(w.get("valid_grounding_lenient", False)),
     )
 
 

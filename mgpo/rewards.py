@@ -1,8 +1,10 @@
 """Rule-based rewards: multiple choice, counting, multi-image grounding. Never raise on model text.
 
 MGPO rewards only the final answer: 1.0 when the content of the LAST \\boxed{} in the model's own text is the
-right letter (arXiv 2507.05920). Callers pass only model-generated text, never the prompt (whose template
-itself mentions \\boxed{}).
+right letter (arXiv 2507.05920). As the reference code does, that content is graded whole by mathruler (its
+normalised string equals the answer); beyond it, a letter in a bracket or with a full stop, or the right
+option's own text, is right too. A letter inside a sentence ("A red car", "I think B") is not an answer.
+Callers pass only model-generated text, never the prompt (whose template itself mentions \\boxed{}).
 """
 
 from __future__ import annotations
@@ -10,15 +12,22 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from mathruler.grader import grade_answer
 from scipy.optimize import linear_sum_assignment
 
 from mgpo.boxes import MAX_REPLY_CHARS, Box, iou
+from mgpo.templates import LETTERS
 
 _BOXED = "\\boxed{"
-_LETTER = re.compile(r"^\s*(?:\\text\{\s*)?\(?\s*([A-Za-z])\s*\)?\s*[.:)]?\s*\}?\s*(?:$|\s)")
+_LETTER = re.compile(r"^\(?([A-Za-z])\)?[.:]?$")  # "B", "(B)", "B.", "B)"
+# a marked letter and then that option's own text: "(B) blue", "B. blue", "B) blue"
+_LETTER_TEXT = re.compile(r"^(?:\(([A-Za-z])\)|([A-Za-z])[.:)])\s+(.+)$", re.DOTALL)
+# Longer boxed contents are not an option; sympy is not run on them (it can take seconds on garbage).
+MAX_GRADED_CHARS = 200
 _INT = re.compile(r"^\s*(-?\d{1,9})(?:\.0*)?\s*$")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # the whole reply; the loop's replies keep their end-of-turn token (<|im_end|>), which is not a format error
@@ -45,17 +54,42 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def choice_letter(content: str) -> str | None:
-    """'B', '(B)', 'B.', 'b', 'B) red', '\\text{B}' -> 'B'; anything else -> None."""
-    match = _LETTER.match(content)
-    return match.group(1).upper() if match else None
+def _plain(text: str) -> str:
+    return " ".join(text.split()).strip(" .").lower()
 
 
-def choice_reward(reply: str, answer: str) -> float:
-    """1.0 if the last \\boxed{} of `reply` names the letter `answer`, else 0.0."""
+def _mathruler_equal(content: str, answer: str) -> bool:
+    try:
+        return bool(grade_answer(content, answer))
+    except Exception:  # noqa: BLE001 -- a grader crash on model text is a wrong answer, not a failed run
+        return False
+
+
+def choice_correct(content: str, answer: str, choices: Sequence[str] = ()) -> bool:
+    """Whether the boxed `content` names option `answer` (a letter) of `choices`."""
+    content = content.strip()
+    if not content or len(content) > MAX_GRADED_CHARS:
+        return False
+    answer = answer.strip().upper()
+    if _mathruler_equal(content, answer):  # the reference's rule: "B", "b", "(B)", "\\text{B}"
+        return True
+    index = LETTERS.find(answer) if len(answer) == 1 else -1
+    own_text = _plain(choices[index]) if 0 <= index < len(choices) else None
+    letter = _LETTER.match(content)
+    if letter is not None:
+        return letter.group(1).upper() == answer
+    if own_text is None:
+        return False
+    marked = _LETTER_TEXT.match(content)
+    if marked is not None:
+        return (marked.group(1) or marked.group(2)).upper() == answer and _plain(marked.group(3)) == own_text
+    return _plain(content) == own_text
+
+
+def choice_reward(reply: str, answer: str, choices: Sequence[str] = ()) -> float:
+    """1.0 if the last \\boxed{} of `reply` names option `answer` (its letter, or its text), else 0.0."""
     content = last_boxed(reply)
-    letter = choice_letter(content) if content is not None else None
-    return 1.0 if letter is not None and letter == answer.strip().upper() else 0.0
+    return 1.0 if content is not None and choice_correct(content, answer, choices) else 0.0
 
 
 class CountingReward(NamedTuple):

@@ -34,49 +34,62 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class Template:
-    """The texts of one rollout mode. `{question}`, `{choices}` and `{max_crops}` are filled in."""
+    """The texts of one rollout mode. `{question}`, `{choices}` and `{image_number}` are filled in.
+
+    A follow-up user turn is `intro`, then the new image, then the text: the paper's turn 2 opens with a
+    sentence before the image ("Based on the provided coordinates, return the sub-image: <image> ...").
+    """
 
     mode: Mode
     system: str
     first: str  # the first user message, after the image
-    after_crop: str  # comes with the crop image
-    after_invalid: str  # comes with the original image again
+    after_crop: str  # after the crop image
+    after_invalid: str  # after the original image, shown again
     max_crops: int  # 0: single turn
     stop: tuple[str, ...] = BOX_STOP
+    crop_intro: str = ""  # before the crop image
+    invalid_intro: str = ""  # before the original image, shown again
 
 
+# The paper's texts, word for word (arXiv 2507.05920: Figure 2, the template; Figure 8, a full conversation
+# of the released model; README, the GRPO post-prompt). The reference code itself could not be read here, so
+# where the figures flatten whitespace, a piece boundary is one "\n". "Out the coordinates" is the paper's
+# own wording in both figures and is kept: a released MGPO checkpoint was trained on it. The letters
+# "(A, B, C, D, or E)" are fixed, whatever the number of options, as in the paper.
+PAPER_ANSWER = "provide the final answer (A, B, C, D, or E) enclosed within \\boxed{{}}."
+PAPER_CHOICES = "Question: {question}\nThe choices are listed below:\n{choices}\n"
 MGPO = Template(
     mode=Mode.MGPO,
     system=(
-        "You answer questions about high-resolution images that you see shrunk. First find the region "
-        "that holds the answer and end your reply with its pixel coordinates in this image as JSON; then "
-        "stop. The system will cut that region from the full-resolution image, enlarge it and show it to "
-        "you. Then reason step by step and put the letter of the right option in \\boxed{}."
+        "You are a helpful assistant. Given an image and one question. First, identify the coordinates of the "
+        "key image area relevant to solving the problem. Append the coordinates in JSON format at the end of "
+        "your response and stop. This will trigger cropping of the corresponding area in the original image "
+        "and enlarge it for improved clarity. Once the enlarged image is available, provide the final answer "
+        "(A, B, C, D, or E) enclosed within \\boxed{}."
     ),
-    first=(
-        "{question}\nWhich region of the image holds the answer? Reply with its coordinates as JSON:\n"
-        '```json\n[{{"bbox_2d": [x1, y1, x2, y2], "label": "key region"}}]\n```'
-    ),
+    first="Question: {question}\nOut the coordinates of the key image area relevant to the problem in JSON format.",
+    crop_intro="Based on the provided coordinates, return the sub-image: ",
     after_crop=(
-        "Above is the region you chose, cut from the full-resolution image and enlarged.\n"
-        "Question: {question}\nOptions:\n{choices}\n"
-        "Reason step by step, then put the letter of the right option in \\boxed{{}}."
+        PAPER_CHOICES + "Carefully analyze both the original image and the enlarged sub-image to solve the "
+        "question step by step. If the sub-image does not provide sufficient information, refer to the "
+        "original image to find the solution. Present your reasoning clearly, and " + PAPER_ANSWER
     ),
+    invalid_intro="Not providing correct coordinates or invalid coordinate values, return the original image: ",
     after_invalid=(
-        "Those coordinates are not a valid region of the image, so here is the whole image again.\n"
-        "Question: {question}\nOptions:\n{choices}\n"
-        "Reason step by step, then put the letter of the right option in \\boxed{{}}."
+        PAPER_CHOICES
+        + "Carefully analyze the original image to solve the question step by step. Present your "
+        "reasoning clearly, and " + PAPER_ANSWER
     ),
     max_crops=1,
 )
 
+# The paper's baseline: one turn, the question and its post-prompt (Qwen's default system prompt).
 GRPO = Template(
     mode=Mode.GRPO,
-    system="You answer questions about images.",
+    system="You are a helpful assistant.",
     first=(
-        "{question}\nOptions:\n{choices}\nFirst give the coordinates of the key region as JSON "
-        '```json\n[{{"bbox_2d": [x1, y1, x2, y2], "label": "key region"}}]\n```\n'
-        "then put the letter of the right option in \\boxed{{}}."
+        "{question}\nThe choices are listed below:\n{choices}\nOutput the coordinates of the key image area "
+        "relevant to the problem in JSON format. And put the answer letter (A, B, C, D, or E) within \\boxed{{}}."
     ),
     after_crop="",
     after_invalid="",
@@ -133,8 +146,10 @@ def system_turn(text: str) -> str:
     return f"{IM_START}system\n{text}{IM_END}\n"
 
 
-def user_turn(text: str, n_images: int) -> str:
-    return f"{IM_START}user\n{IMAGE_PLACEHOLDER * n_images}{text}{IM_END}\n"
+def user_turn(text: str, n_images: int, intro: str = "") -> str:
+    """A user turn: `n_images` images, with `intro` just before the last one, then `text`."""
+    before = IMAGE_PLACEHOLDER * (n_images - 1) + intro if n_images else intro
+    return f"{IM_START}user\n{before}{IMAGE_PLACEHOLDER * min(n_images, 1)}{text}{IM_END}\n"
 
 
 def first_prompt(template: Template, question: str, choices: tuple[str, ...]) -> str:
@@ -154,13 +169,23 @@ def followup(
     """The injected text after an assistant turn: close it (unless the model emitted <|im_end|> itself),
     a user turn with one new image (the crop if `valid`, else the original again) and the assistant header.
     """
-    text = template.after_crop if valid else template.after_invalid
+    intro, text = (
+        (template.crop_intro, template.after_crop)
+        if valid
+        else (
+            template.invalid_intro,
+            template.after_invalid,
+        )
+    )
     text = text.format(question=question, choices=format_choices(choices), image_number=image_number)
     # Qwen's chat format has "\n" after every <|im_end|>; the model samples only the <|im_end|> itself.
     close = "\n" if reply_closed else f"{IM_END}\n"
-    return close + user_turn(text, 1) + ASSISTANT_START
+    return close + user_turn(text, 1, intro) + ASSISTANT_START
 
 
-def single_prompt(text: str, n_images: int, system: str = "You are a helpful assistant.") -> str:
-    """A one-turn prompt (counting, multi-image grounding, recognition) with `n_images` images first."""
-    return system_turn(system) + user_turn(text, n_images) + ASSISTANT_START
+def single_prompt(
+    text: str, n_images: int, system: str = "You are a helpful assistant.", intro: str = ""
+) -> str:
+    """A one-turn prompt (counting, multi-image grounding, recognition) with `n_images` images first
+    (`intro` just before the last one)."""
+    return system_turn(system) + user_turn(text, n_images, intro) + ASSISTANT_START

@@ -46,6 +46,7 @@ def row(record: PromptRecord, group: TrajectoryGroup) -> dict[str, object]:
         "reward": sample.reward,
         "correct": sample.reward >= 1.0,
         "valid_grounding": sample.valid_grounding,
+        "valid_grounding_lenient": sample.valid_grounding_lenient,
         "crop": list(region) if region is not None else None,
         "iou": overlap,
         "crop_holds_target": holds,
@@ -60,6 +61,7 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
         "questions": len(rows),
         "accuracy": sum(r["correct"] for r in rows) / n,
         "valid_grounding_ratio": sum(r["valid_grounding"] for r in rows) / n,
+        "valid_grounding_lenient_ratio": sum(r["valid_grounding_lenient"] for r in rows) / n,
         "mean_iou_valid": statistics.fmean(r["iou"] for r in valid) if valid else 0.0,
         "mean_iou_all": sum(r["iou"] for r in rows) / n,
         "crop_holds_target_ratio": sum(r["crop_holds_target"] for r in rows) / n,
@@ -92,7 +94,7 @@ def crop_alone(
         for offset, (completion,) in enumerate(chunk):
             i = where[start + offset]
             reply = tok.decode(completion.ids)
-            rows[i]["crop_alone_correct"] = choice_reward(reply, records[i].answer) >= 1.0
+            rows[i]["crop_alone_correct"] = choice_reward(reply, records[i].answer, records[i].choices) >= 1.0
 
 
 def run_eval(

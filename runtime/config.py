@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from mgpo.boxes import BoxRule
 from mgpo.checks import prompt_image_limit
 from mgpo.data.synth import SynthKnobs
 from mgpo.images import MAX_IMAGE_PIXELS
@@ -101,6 +102,11 @@ class RolloutConfig(_Section):
         description="custom Ray resources each actor needs (pins actors to a worker group)",
     )
     batch_prompts: int = Field(4, ge=1, le=4096)
+    box_rule: BoxRule = Field(
+        BoxRule.STRICT,
+        description="which replies carry a box: strict = the MGPO reference code's rule (the paper's "
+        "valid-grounding ratio), lenient = also unlabelled, bare or Qwen2-form boxes",
+    )
 
     @property
     def prompt_image_limit(self) -> int:

@@ -179,6 +179,12 @@ class LearnerMetrics:
             labels,
             registry=r,
         )
+        self.valid_ratio_lenient = Gauge(
+            "mgpo_valid_grounding_lenient_ratio",
+            "The same, the boxes read by the lenient rule (rollout.box_rule's other choice)",
+            labels,
+            registry=r,
+        )
         self.valid_ratio_recent = Gauge(
             "mgpo_valid_grounding_ratio_recent",
             f"Share of the learner's last {RECENT} trajectories whose grounding was valid",
@@ -214,6 +220,7 @@ class LearnerMetrics:
         for name, gauge in self.gauges.items():
             gauge.labels(run).set(stats[name])
         self.valid_ratio.labels(run).set(stats["valid_grounding_ratio"])
+        self.valid_ratio_lenient.labels(run).set(stats["valid_grounding_lenient_ratio"])
         self._recent.extend(s.valid_grounding for s in samples)
         self.valid_ratio_recent.labels(run).set(sum(self._recent) / max(1, len(self._recent)))
 

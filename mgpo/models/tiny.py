@@ -157,11 +157,13 @@ def default_corpus() -> list[str]:
         templates.MGPO.first,
         templates.MGPO.after_crop,
         templates.MGPO.after_invalid,
+        templates.MGPO.crop_intro,
+        templates.MGPO.invalid_intro,
     ]
     texts += [templates.GRPO.first, templates.multiturn(3).system, templates.COUNTING_PROMPT]
     texts += [
         templates.GROUNDING_PROMPT,
-        '```json\n[{"bbox_2d": [12, 340, 56, 78], "label": "key region"}]\n```',
+        '```json\n[{"bbox_2d": [12, 340, 56, 78], "label": "key image area"}]\n```',
     ]
     texts += [f"\\boxed{{{c}}} ({c}) {n} [{n}, {n * 7}]" for c in "ABCDEFGH" for n in range(0, 1000, 37)]
     return texts + synth_corpus()

@@ -91,7 +91,7 @@ def format_examples(
         crop = render_view(original, region, budget)
         turn1 = encode(first_prompt(MGPO, record.question, record.choices))
         reply1 = encode(
-            f'```json\n[{{"bbox_2d": [{box.x1:.0f}, {box.y1:.0f}, {box.x2:.0f}, {box.y2:.0f}]}}]\n```'
+            f'```json\n[{{"bbox_2d": [{box.x1:.0f}, {box.y1:.0f}, {box.x2:.0f}, {box.y2:.0f}], "label": "key image area"}}]\n```'
         )
         injected = encode(followup(MGPO, record.question, record.choices, valid=True, reply_closed=False))
         letter = chr(65 + rng.randrange(len(record.choices)))

@@ -151,6 +151,7 @@ def actor_spec(
         min_pixels=r.min_pixels,
         max_pixels=r.max_pixels,
         batch_prompts=r.batch_prompts,
+        box_rule=r.box_rule.value,
         claim_idle_ms=config.queue.claim_idle_ms,
         max_deliveries=config.queue.max_deliveries,
         seed=config.seed + 1000 * index,

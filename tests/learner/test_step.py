@@ -28,7 +28,7 @@ def test_a_step_improves_the_surrogate_and_raises_the_rewarded_sample(box_model,
     before = _mean_logprob_per_sample(model, processor, group, store)
     # a small plain gradient step: first order, so the surrogate must improve (Adam's sign-like first step
     # moves every weight by ~lr and overshoots on a model this small)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     config = LossConfig(kl_coef=0.0, entropy_coef=0.0)
     stats = mgpo_step(
         model,

@@ -2,29 +2,47 @@ import math
 
 import pytest
 
-from mgpo.boxes import Box, check_box, contains, iou, parse_box, to_original, to_pixel_box
+from mgpo.boxes import Box, BoxRule, check_box, contains, iou, parse_box, to_original, to_pixel_box
 
 SIZE = (448, 420)  # W_in, H_in
 
 
+LENIENT = BoxRule.LENIENT
+
+
 def test_parse_box_reads_the_fenced_mgpo_json_list():
     text = 'The sign is top left.\n```json\n[{"bbox_2d": [10, 20, 110, 90], "label": "sign"}]\n```'
-    g = parse_box(text, SIZE)
-    assert g == (Box(10, 20, 110, 90), True, "")
+    assert parse_box(text, SIZE) == (Box(10, 20, 110, 90), True, "")
+    assert parse_box(text, SIZE, LENIENT) == (Box(10, 20, 110, 90), True, "")
 
 
-def test_parse_box_reads_a_bare_json_object_and_ignores_earlier_brackets():
-    g = parse_box('I think [maybe] here: {"bbox_2d": [0, 0, 100, 100]}', SIZE)
-    assert g.valid and g.box == Box(0, 0, 100, 100)
+def test_strict_rule_takes_the_first_json_block_and_the_first_item_with_a_label():
+    two = '```json\n[{"bbox_2d": [0, 0, 50, 50], "label": "a"}]\n``` no, rather\n```json\n[{"bbox_2d": [100, 100, 200, 200], "label": "b"}]\n```'
+    assert parse_box(two, SIZE).box == Box(0, 0, 50, 50)
+    assert parse_box(two, SIZE, LENIENT).box == Box(100, 100, 200, 200)  # the lenient rule takes the last
+    items = '```json\n[{"bbox_2d": [0, 0, 50, 50]}, {"bbox_2d": [1, 1, 60.5, 60], "label": "x"}, {"bbox_2d": [5, 5, 90, 90], "label": "y"}]\n```'
+    assert parse_box(items, SIZE).box == Box(5, 5, 90, 90)
 
 
-def test_parse_box_uses_the_last_fenced_block():
-    text = '```json\n[{"bbox_2d": [0, 0, 50, 50]}]\n``` no, rather\n```json\n[{"bbox_2d": [100, 100, 200, 200]}]\n```'
-    assert parse_box(text, SIZE).box == Box(100, 100, 200, 200)
+@pytest.mark.parametrize(
+    ("text", "strict_reason"),
+    [
+        ('```json\n[{"bbox_2d": [0, 0, 100, 100]}]\n```', "string label"),  # no label
+        ('```json\n[{"bbox_2d": [0, 0, 100, 100], "label": 3}]\n```', "string label"),
+        ('```json\n{"bbox_2d": [0, 0, 100, 100], "label": "a"}\n```', "not a list"),  # an object, not a list
+        ('```\n[{"bbox_2d": [0, 0, 100, 100], "label": "a"}]\n```', "no ```json block"),  # untagged fence
+        ('I think [maybe] here: {"bbox_2d": [0, 0, 100, 100]}', "no ```json block"),  # bare JSON
+        ("<|box_start|>(0,0),(300,300)<|box_end|>", "no ```json block"),  # Qwen2's 0-1000 form
+    ],
+)
+def test_only_the_lenient_rule_reads_boxes_outside_the_reference_format(text, strict_reason):
+    strict = parse_box(text, SIZE)
+    assert not strict.valid and strict_reason in strict.reason
+    assert parse_box(text, SIZE, LENIENT).valid
 
 
-def test_parse_box_reads_qwen2_normalised_form_into_input_pixels():
-    g = parse_box("<|box_start|>(100,200),(500,600)<|box_end|>", SIZE)
+def test_lenient_rule_reads_qwen2_normalised_form_into_input_pixels():
+    g = parse_box("<|box_start|>(100,200),(500,600)<|box_end|>", SIZE, LENIENT)
     # x = v/1000 * 448, y = v/1000 * 420
     assert g.box == pytest.approx(Box(44.8, 84.0, 224.0, 252.0))
     assert g.valid
@@ -52,18 +70,35 @@ def test_parse_box_reads_qwen2_normalised_form_into_input_pixels():
     ],
 )
 def test_parse_box_gives_invalid_with_reason_on_garbage(text, reason):
-    g = parse_box(text, SIZE)
+    g = parse_box(text, SIZE, LENIENT)
     assert not g.valid
     assert reason in g.reason
+    assert not parse_box(text, SIZE).valid
 
 
-def test_parse_box_rejects_ten_megabytes_quickly():
-    g = parse_box("x" * 10_000_000 + '{"bbox_2d": [0, 0, 100, 100]}', SIZE)
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('```json\n[{"bbox_2d": [-5, 0, 100, 100], "label": "a"}]\n```', "negative"),
+        ('```json\n[{"bbox_2d": [0, 0, 449, 100], "label": "a"}]\n```', "exceeds"),
+        ('```json\n[{"bbox_2d": [0, 0, 100, 1], "label": "a"', "unclosed ```json"),
+        ('```json\n[{"bbox_2d": [NaN, 0, 100, 100], "label": "a"}]\n```', "malformed JSON"),
+    ],
+)
+def test_strict_rule_gives_the_same_reasons(text, reason):
+    g = parse_box(text, SIZE)
+    assert not g.valid and reason in g.reason
+
+
+@pytest.mark.parametrize("rule", list(BoxRule))
+def test_parse_box_rejects_ten_megabytes_quickly(rule):
+    g = parse_box("x" * 10_000_000 + '{"bbox_2d": [0, 0, 100, 100]}', SIZE, rule)
     assert not g.valid and "longer than" in g.reason
 
 
-def test_parse_box_survives_deeply_nested_json():
-    g = parse_box("```json\n" + "[" * 100_000 + "]" * 100_000 + "\n```", SIZE)
+@pytest.mark.parametrize("rule", list(BoxRule))
+def test_parse_box_survives_deeply_nested_json(rule):
+    g = parse_box("```json\n" + "[" * 100_000 + "]" * 100_000 + "\n```", SIZE, rule)
     assert not g.valid
 
 

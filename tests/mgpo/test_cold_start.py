@@ -74,7 +74,10 @@ def test_a_grounding_example_asks_for_a_described_tag_and_teaches_its_box(sample
         worded.prompt.startswith(system_turn(MGPO.system))
         and "Find the tag with the green frame." in worded.prompt
     )
-    assert all(q not in worded.prompt for q in QUESTIONS.values()) and '"label": "key region"' in worded.reply
+    assert (
+        all(q not in worded.prompt for q in QUESTIONS.values())
+        and '"label": "key image area"' in worded.reply
+    )
     assert parse_box(worded.reply, size).box == parse_box(example.reply, size).box
 
 
@@ -93,7 +96,7 @@ def test_a_recognition_example_shows_a_close_up_and_teaches_that_tags_letter(sam
     worded = recognition_example(
         sample, tag, BUDGET, 2.5, random.Random(0), in_context=True, product_wording=True
     )
-    assert "Above is the region you chose" in worded.prompt and worded.reply == example.reply
+    assert "return the sub-image: <|vision_start|>" in worded.prompt and worded.reply == example.reply
 
 
 def test_skill_examples_cover_every_tag_with_both_skills(sample):
@@ -114,7 +117,7 @@ def test_product_wording_sets_the_share_of_grounding_in_the_mgpo_turn_1_template
     ]
     in_mgpo_words = [e for e in grounding if e.prompt.startswith(system_turn(MGPO.system))]
     assert len(grounding) == 40 and len(in_mgpo_words) == expected
-    assert all('"label": "key region"' in e.reply for e in in_mgpo_words)
+    assert all('"label": "key image area"' in e.reply for e in in_mgpo_words)
 
 
 @pytest.mark.parametrize(("width", "period", "readable"), [(1, 3, False), (2, 4, False), (3, 6, True)])

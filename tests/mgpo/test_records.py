@@ -24,6 +24,7 @@ def _group() -> TrajectoryGroup:
                 turns=2,
                 finish_reason="stop",
                 text=("turn one", "turn two"),
+                valid_grounding_lenient=i != 2,
             )
         )
     return TrajectoryGroup("g-1", "p-1", 7, tuple(samples), 200704, 1003520, "actor-0", {"generate_s": 0.5})
@@ -44,6 +45,7 @@ def test_trajectory_group_round_trips_bit_exactly():
         assert np.array_equal(a.loss_mask, b.loss_mask)
         assert np.array_equal(a.logprobs, b.logprobs)
         assert b.views == a.views and b.views[1].region == Box(10, 20, 300, 400)
+        assert b.valid_grounding_lenient == a.valid_grounding_lenient
         assert (b.reward, b.valid_grounding, b.turns, b.finish_reason, b.text) == (
             a.reward,
             a.valid_grounding,
@@ -56,7 +58,7 @@ def test_trajectory_group_round_trips_bit_exactly():
 def test_trajectory_group_serialisation_is_compact():
     # 4 samples x ~300 tokens: ids 4 B + logprobs 4 B + mask 1 bit per token, plus small fields
     size = len(_group().to_bytes())
-    assert size < 4 * 302 * 8.2 + 1200
+    assert size < 4 * 302 * 8.2 + 1400
 
 
 def test_trajectory_group_refuses_other_schema_versions_and_garbage():

@@ -3,7 +3,7 @@ import pytest
 from mgpo.boxes import Box
 from mgpo.rewards import (
     boxed_count,
-    choice_letter,
+    choice_correct,
     choice_reward,
     counting_reward,
     grounding_reward,
@@ -19,14 +19,37 @@ def test_last_boxed_takes_the_last_one_and_balances_braces():
     assert last_boxed("nothing") is None
 
 
-@pytest.mark.parametrize("content", ["B", "(B)", "B.", "b", " B ", "B) red", r"\text{B}", "B: red"])
-def test_choice_letter_accepts_the_usual_spellings(content):
-    assert choice_letter(content) == "B"
+CHOICES = ("red car", "blue van", "green bus")
 
 
-@pytest.mark.parametrize("content", ["Both", "", "12", "(AB)"])
-def test_choice_letter_rejects_words_and_numbers(content):
-    assert choice_letter(content) is None
+@pytest.mark.parametrize(
+    "content", ["B", "(B)", "B.", "b", " B ", r"\text{B}", "B)", "(B) blue van", "B. Blue van.", "blue van"]
+)
+def test_choice_correct_accepts_the_letter_or_the_options_own_text(content):
+    assert choice_correct(content, "B", CHOICES)
+
+
+@pytest.mark.parametrize(
+    ("content", "answer"),
+    [
+        ("A red car", "A"),  # a sentence that starts with the letter is not the letter
+        ("A and B", "A"),
+        ("I think B", "B"),
+        ("I think B", "I"),
+        ("(B) red car", "B"),  # B's letter with A's text
+        ("(A) blue van", "B"),
+        ("Both", "B"),
+        ("", "B"),
+        ("(AB)", "A"),
+        ("B" * 300, "B"),
+    ],
+)
+def test_choice_correct_rejects_letters_inside_sentences_and_mismatches(content, answer):
+    assert not choice_correct(content, answer, CHOICES)
+
+
+def test_choice_correct_without_choices_grades_the_letter_alone():
+    assert choice_correct("(C)", "C") and not choice_correct("green bus", "C")
 
 
 def test_choice_reward_scores_only_the_last_boxed_answer():
@@ -34,6 +57,8 @@ def test_choice_reward_scores_only_the_last_boxed_answer():
     assert choice_reward(r"maybe \boxed{C}, no: \boxed{A}", "C") == 0.0
     assert choice_reward("the answer is C", "C") == 0.0  # no \boxed{}
     assert choice_reward(r"\boxed{c}", "C") == 1.0
+    assert choice_reward(r"so \boxed{green bus}", "C", CHOICES) == 1.0
+    assert choice_reward(r"\boxed{A red car}", "A", CHOICES) == 0.0
 
 
 def test_counting_reward_accuracy_and_hungarian_point_reward():

@@ -28,15 +28,48 @@ def test_template_for_picks_the_mode_once():
         multiturn(0)
 
 
-def test_mgpo_turn_one_shows_the_question_without_choices_and_turn_two_with_them():
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def test_mgpo_texts_are_the_papers_word_for_word():
+    # arXiv 2507.05920, Figure 2 (the template) and Figure 8 (a full conversation of the released model)
     turn1 = first_prompt(MGPO, "What is on the tag?", CHOICES)
-    assert "What is on the tag?" in turn1 and "(A) red" not in turn1 and "bbox_2d" in turn1
+    assert turn1 == (
+        "<|im_start|>system\nYou are a helpful assistant. Given an image and one question. First, identify the "
+        "coordinates of the key image area relevant to solving the problem. Append the coordinates in JSON "
+        "format at the end of your response and stop. This will trigger cropping of the corresponding area in "
+        "the original image and enlarge it for improved clarity. Once the enlarged image is available, provide "
+        "the final answer (A, B, C, D, or E) enclosed within \\boxed{}.<|im_end|>\n"
+        f"<|im_start|>user\n{IMAGE}Question: What is on the tag?\nOut the coordinates of the key image area "
+        "relevant to the problem in JSON format.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    choices = "The choices are listed below:\n(A) red\n(B) blue\n(C) green\n"
+    answer = "provide the final answer (A, B, C, D, or E) enclosed within \\boxed{}."
     turn2 = followup(MGPO, "What is on the tag?", CHOICES, valid=True, reply_closed=False)
-    assert turn2.startswith("<|im_end|>\n<|im_start|>user\n<|vision_start|>") and "(B) blue" in turn2
-    assert "cut from the full-resolution image" in turn2
+    assert turn2 == (
+        "<|im_end|>\n<|im_start|>user\nBased on the provided coordinates, return the sub-image: "
+        f"{IMAGE}Question: What is on the tag?\n{choices}Carefully analyze both the original image and the "
+        "enlarged sub-image to solve the question step by step. If the sub-image does not provide sufficient "
+        "information, refer to the original image to find the solution. Present your reasoning clearly, and "
+        f"{answer}<|im_end|>\n<|im_start|>assistant\n"
+    )
     retry = followup(MGPO, "What is on the tag?", CHOICES, valid=False, reply_closed=True)
-    assert retry.startswith("\n<|im_start|>user\n") and "not a valid region" in retry
-    assert turn2.endswith("<|im_start|>assistant\n")
+    assert retry == (
+        "\n<|im_start|>user\nNot providing correct coordinates or invalid coordinate values, return the original "
+        f"image: {IMAGE}Question: What is on the tag?\n{choices}Carefully analyze the original image to solve "
+        f"the question step by step. Present your reasoning clearly, and {answer}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_grpo_baseline_is_the_question_and_the_papers_post_prompt():
+    prompt = first_prompt(GRPO, "What is on the tag?", CHOICES)
+    assert prompt == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\n{IMAGE}What is on the tag?\nThe choices are listed below:\n(A) red\n(B) blue\n"
+        "(C) green\nOutput the coordinates of the key image area relevant to the problem in JSON format. And put "
+        "the answer letter (A, B, C, D, or E) within \\boxed{}.<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_box_stop_strings_do_not_fire_on_the_opening_fence():
@@ -75,6 +108,11 @@ def test_token_exact_two_turn_sequence_has_the_chat_template_ids_and_assistant_m
     ]
     seq = build_sequence(segments)
     text_turn2 = MGPO.after_crop.format(question=question, choices=format_choices(CHOICES))
+    turn2 = [
+        {"type": "text", "text": MGPO.crop_intro},
+        {"type": "image"},
+        {"type": "text", "text": text_turn2},
+    ]
     messages = [
         {"role": "system", "content": MGPO.system},
         {
@@ -82,7 +120,7 @@ def test_token_exact_two_turn_sequence_has_the_chat_template_ids_and_assistant_m
             "content": [{"type": "image"}, {"type": "text", "text": MGPO.first.format(question=question)}],
         },
         {"role": "assistant", "content": reply1},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text_turn2}]},
+        {"role": "user", "content": turn2},
         {"role": "assistant", "content": reply2},
     ]
     rendered = qwen_tok.apply_chat_template(
