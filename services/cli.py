@@ -40,6 +40,16 @@ def _model_dir(value: str) -> str:
     return value
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds are not negative")
+    return values
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
@@ -374,6 +384,18 @@ def _experiment_commands(commands: Subparsers) -> None:
     )
     repro.add_argument("--out", default="out/reproduce", help="output folder (default %(default)s)")
     repro.add_argument("--smoke", action="store_true", help="a few steps of every stage (CI)")
+    repro.add_argument(
+        "--seeds",
+        type=_int_list,
+        default=(0,),
+        help="comma-separated seeds (cold start, data, RL); more than one: each in OUT/seed-N (default 0)",
+    )
+    repro.add_argument(
+        "--methods",
+        type=lambda text: tuple(text.split(",")),
+        default=("mgpo", "grpo", "multiturn"),
+        help="comma-separated methods to train (default mgpo,grpo,multiturn)",
+    )
     repro.set_defaults(func=cmd_reproduce)
 
     demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
@@ -397,7 +419,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     # SIGTERM as an exception, so the running stage is terminated too, not left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print(json.dumps(reproduce(args.out, smoke=args.smoke), indent=2))
+    try:
+        result = reproduce(args.out, smoke=args.smoke, seeds=args.seeds, methods=args.methods)
+    except ValueError as err:
+        print(f"mgpo reproduce: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
     return 0
 
 
