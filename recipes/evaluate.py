@@ -23,28 +23,39 @@ from actors.loop import Loop, Tokenizer
 from actors.rollout_actor import ActorSpec, build_engine, engine_tokenizer, rollout_settings
 from mgpo.boxes import Box, contains, iou
 from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
-from mgpo.crop import render_view
+from mgpo.crop import render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts
-from mgpo.records import PromptRecord, TrajectoryGroup
+from mgpo.images import ImageStore
+from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup
 from mgpo.resize import PixelBudget
-from mgpo.rewards import choice_reward
+from mgpo.rewards import choice_reward, grounding_reward
 from mgpo.templates import IM_END, format_choices, single_prompt
 
 
-def row(record: PromptRecord, group: TrajectoryGroup) -> dict[str, object]:
-    """What one question came to: reward, grounding, the first crop and its IoU with the hidden box."""
+def row(
+    record: PromptRecord, group: TrajectoryGroup, store: ImageStore, budget: PixelBudget
+) -> dict[str, object]:
+    """What one question came to: reward, grounding, the first crop and its IoU with the hidden box (for
+    multi-image grounding: the answer box's IoU with the true one, right at IoU >= 0.5)."""
     sample = group.samples[0]
     crops = [v for v in sample.views if v.region is not None]
     region = crops[0].region if crops else None
     target = record.target_box
-    overlap = iou(region, target) if region is not None and target is not None else 0.0
+    correct = sample.reward >= 1.0
+    if record.kind is TaskKind.MULTI_IMAGE_GROUNDING:
+        sizes = [view_input_size(store.get(h).size, None, budget) for h in record.images]
+        graded = grounding_reward(sample.text[-1] if sample.text else "", int(record.answer), target, sizes)  # type: ignore[arg-type]
+        overlap, correct = graded.iou, graded.iou >= 0.5
+    else:
+        overlap = iou(region, target) if region is not None and target is not None else 0.0
     # A crop several times the object's size has a small IoU even when right; holding it whole is what counts.
     holds = region is not None and target is not None and contains(region, target)
     return {
         "id": record.id,
+        "category": record.category,
         "answer": record.answer,
         "reward": sample.reward,
-        "correct": sample.reward >= 1.0,
+        "correct": correct,
         "valid_grounding": sample.valid_grounding,
         "valid_grounding_lenient": sample.valid_grounding_lenient,
         "crop": list(region) if region is not None else None,
@@ -72,10 +83,9 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
 
 
 def crop_alone(
-    base: object, records: Sequence[PromptRecord], rows: list[dict], data: str, budget: PixelBudget
+    base: object, records: Sequence[PromptRecord], rows: list[dict], store: ImageStore, budget: PixelBudget
 ) -> None:
     """Show each predicted crop alone to the base model; mark `crop_alone_correct` (False without a crop)."""
-    store = open_store(data)
     tok = Tokenizer(engine_tokenizer(base))
     prompts, where = [], []
     for i, (record, r) in enumerate(zip(records, rows, strict=True)):
@@ -97,6 +107,61 @@ def crop_alone(
             rows[i]["crop_alone_correct"] = choice_reward(reply, records[i].answer, records[i].choices) >= 1.0
 
 
+def eval_spec(
+    model: str,
+    mode: str,
+    image_store: str,
+    engine: str = "hf",
+    budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
+    max_turn_tokens: int = 64,
+    max_model_len: int = 4096,
+) -> ActorSpec:
+    """Greedy, one sample per question."""
+    return ActorSpec(
+        name="eval",
+        model_path=model,
+        engine=engine,
+        redis_url="",
+        run="eval",
+        image_store=image_store,
+        mode=mode,
+        n=1,
+        temperature=0.0,
+        max_turn_tokens=max_turn_tokens,
+        max_model_len=max_model_len,
+        min_pixels=budget.min_pixels,
+        max_pixels=budget.max_pixels,
+    )
+
+
+def evaluate_records(
+    spec: ActorSpec,
+    records: Sequence[PromptRecord],
+    store: ImageStore,
+    base: str | None = None,
+    batch: int = 8,
+) -> list[dict]:
+    """One row per record (recipes.evaluate.row); with `base`, the crop-alone check of every crop too."""
+    budget = PixelBudget(spec.min_pixels, spec.max_pixels)
+    policy = build_engine(spec)
+    try:
+        loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), store, rollout_settings(spec), "eval")
+        rows = []
+        for i in tqdm(range(0, len(records), batch), desc=f"eval {spec.mode}", unit="batch"):
+            chunk = records[i : i + batch]
+            groups = loop.rollout(chunk, seed=i)
+            rows += [row(r, g, store, budget) for r, g in zip(chunk, groups, strict=True)]
+    finally:
+        policy.close()
+    if base is not None:
+        base_engine = build_engine(dataclasses.replace(spec, model_path=base, name="eval-base"))
+        try:
+            crop_alone(base_engine, records, rows, store, budget)
+        finally:
+            base_engine.close()
+    return rows
+
+
 def run_eval(
     model: str,
     data: str,
@@ -109,40 +174,12 @@ def run_eval(
     max_turn_tokens: int = 64,
     batch: int = 8,
 ) -> dict[str, object]:
-    spec = ActorSpec(
-        name="eval",
-        model_path=model,
-        engine=engine,
-        redis_url="",
-        run="eval",
-        image_store=str(open_store(data).root),
-        mode=mode,
-        n=1,
-        temperature=0.0,
-        max_turn_tokens=max_turn_tokens,
-        max_model_len=4096,
-        min_pixels=budget.min_pixels,
-        max_pixels=budget.max_pixels,
-    )
+    """`mgpo eval --data DIR`: a folder in our own layout (mgpo data synth)."""
+    store = open_store(data)
+    spec = eval_spec(model, mode, str(store.root), engine, budget, max_turn_tokens)
     records = list(read_prompts(data))[:limit]
     started = time.perf_counter()
-    policy = build_engine(spec)
-    try:
-        loop = Loop(
-            policy, Tokenizer(engine_tokenizer(policy)), open_store(data), rollout_settings(spec), "eval"
-        )
-        rows = []
-        for i in tqdm(range(0, len(records), batch), desc=f"eval {mode}", unit="batch"):
-            chunk = records[i : i + batch]
-            rows += [row(r, g) for r, g in zip(chunk, loop.rollout(chunk, seed=i), strict=True)]
-    finally:
-        policy.close()
-    if base is not None:
-        base_engine = build_engine(dataclasses.replace(spec, model_path=base, name="eval-base"))
-        try:
-            crop_alone(base_engine, records, rows, data, budget)
-        finally:
-            base_engine.close()
+    rows = evaluate_records(spec, records, store, base, batch)
     result = {"model": model, "mode": mode, "data": data, **summarize(rows)}
     result["seconds"] = round(time.perf_counter() - started, 1)
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -354,16 +354,32 @@ def _experiment_commands(commands: Subparsers) -> None:
     sft.set_defaults(func=cmd_sft)
 
     evaluate = commands.add_parser(
-        "eval", help="a policy on a test split: accuracy, grounding, IoU, crop-alone"
+        "eval",
+        help="a policy on a test split or a benchmark folder: accuracy, grounding, IoU, crop-alone",
+        description="mgpo eval --model DIR --data DIR (our synthetic layout), or "
+        "mgpo eval --bench vstar|mme-realworld|mig-bench|pixmo|fsc147 PATH --model DIR --out FILE",
     )
     evaluate.add_argument(
         "--model", required=True, type=_model_dir, help="HF model folder (a run's final/, an SFT model)"
     )
     evaluate.add_argument(
-        "--bench", choices=("synthetic",), default="synthetic", help="the benchmark's layout"
+        "--bench",
+        choices=("synthetic", "vstar", "mme-realworld", "mig-bench", "pixmo", "fsc147"),
+        default=None,
+        help="a published benchmark's layout (PATH is its folder); without it, --data in our layout",
     )
-    evaluate.add_argument("--data", required=True, help="dataset folder (mgpo data synth --seed <test seed>)")
-    evaluate.add_argument("--mode", choices=("mgpo", "grpo", "multiturn"), default="mgpo")
+    evaluate.add_argument("path", nargs="?", default=None, help="the benchmark folder (with --bench)")
+    evaluate.add_argument("--data", default=None, help="dataset folder (mgpo data synth --seed <test seed>)")
+    evaluate.add_argument(
+        "--mode",
+        choices=("mgpo", "grpo", "multiturn", "single"),
+        default=None,
+        help="default: mgpo for multiple choice, single (one turn) for grounding and counting",
+    )
+    evaluate.add_argument(
+        "--image-root", default=None, help="MME-RealWorld: the folder its Image paths are relative to"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="V*: the seed its options are shuffled with")
     evaluate.add_argument(
         "--base", default=None, type=_model_dir, help="base model for the crop-alone ratio (the SFT model)"
     )
@@ -437,9 +453,17 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-
+    if args.bench is not None:
+        return _eval_bench(args)
     from recipes.evaluate import run_eval
 
+    if args.data is None or args.path is not None:
+        print("mgpo eval: give --data DIR (our layout) or --bench NAME PATH", file=sys.stderr)
+        return 2
+    args.mode = args.mode or "mgpo"
+    if args.mode == "single":
+        print("mgpo eval: --mode single is for grounding and counting benchmarks", file=sys.stderr)
+        return 2
     out = args.out or str(Path(args.model) / f"eval-{args.mode}.json")
     result = run_eval(
         args.model,
@@ -452,6 +476,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
         budget=PixelBudget(args.min_pixels, args.max_pixels),
         max_turn_tokens=args.max_turn_tokens,
     )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _eval_bench(args: argparse.Namespace) -> int:
+    from recipes.bench import run_bench
+
+    path = args.path or args.data
+    if path is None or not Path(path).is_dir():
+        print(f"mgpo eval: --bench {args.bench} needs its folder as PATH (got {path!r})", file=sys.stderr)
+        return 2
+    out = args.out or str(Path(args.model) / f"bench-{args.bench}.json")
+    try:
+        result = run_bench(
+            args.bench,
+            path,
+            args.model,
+            out,
+            mode=args.mode,
+            base=args.base,
+            image_root=args.image_root,
+            engine=args.engine,
+            limit=args.limit,
+            seed=args.seed,
+            budget=PixelBudget(args.min_pixels, args.max_pixels),
+            max_turn_tokens=args.max_turn_tokens,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mgpo eval: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     return 0
 

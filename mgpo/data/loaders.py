@@ -137,6 +137,11 @@ def _vstar_line(line: dict[str, Any], root: Path, store: ImageStore) -> Loaded:
     )
 
 
+def vstar_shuffles(root: str | os.PathLike[str]) -> bool:
+    """Whether load_vstar reads the per-image jsons (whose options it shuffles) rather than test_questions.jsonl."""
+    return any(Path(root).glob("*/*.json"))
+
+
 def load_vstar(root: str | os.PathLike[str], store: ImageStore, seed: int = 0) -> Iterator[Loaded]:
     """V* Bench: per-image `sa_N.json` in category folders (options shuffled, seeded), else test_questions.jsonl."""
     root = Path(root)
@@ -169,14 +174,30 @@ def _mme_key(record: dict[str, Any], *names: str) -> Any:
     raise KeyError(names[0])
 
 
-def _mme_record(record: dict[str, Any], root: Path, store: ImageStore) -> Loaded:
+def image_roots(folder: Path, image_root: str | os.PathLike[str] | None = None) -> tuple[Path, ...]:
+    """Where an MME-RealWorld `Image` path may be relative to: the given root, then the usual unpackings (the
+    JSON's own folder, its parent, and their images/ or imgs/ folders)."""
+    usual = (folder, folder / "images", folder / "imgs", folder.parent, folder.parent / "images")
+    roots = ((Path(image_root),) if image_root is not None else ()) + usual
+    return tuple(dict.fromkeys(roots))  # the order kept, duplicates dropped
+
+
+def _find_image(relative: str, roots: tuple[Path, ...]) -> Path:
+    for root in roots:
+        if (root / relative).is_file():
+            return root / relative
+    looked = ", ".join(str(r) for r in roots)
+    raise ImageError(f"image {relative} not found; looked in {looked} (pass --image-root)")
+
+
+def _mme_record(record: dict[str, Any], roots: tuple[Path, ...], store: ImageStore) -> Loaded:
     qid = str(record.get("Question_id", record.get("index", "?")))
     try:
         choices = tuple(_strip_option(str(c)) for c in _mme_key(record, "Answer choices", "Answer Choices"))
         answer = str(_mme_key(record, "Ground truth", "Ground Truth")).strip("() ").upper()
         if answer not in LETTERS[: len(choices)]:
             return Problem(qid, f"ground truth {answer!r} is not one of {len(choices)} options")
-        image = _store_file(store, root / str(record["Image"]))
+        image = _store_file(store, _find_image(str(record["Image"]), roots))
         category = "/".join(str(record.get(k, "")) for k in ("Task", "Subtask", "Category"))
     except ImageError as err:
         return Problem(qid, str(err))
@@ -230,9 +251,13 @@ def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
-def load_mme_realworld(root: str | os.PathLike[str], store: ImageStore) -> Iterator[Loaded]:
-    """MME-RealWorld / -Lite: JSON lists of records (image paths relative to `root`), or parquet files."""
+def load_mme_realworld(
+    root: str | os.PathLike[str], store: ImageStore, image_root: str | os.PathLike[str] | None = None
+) -> Iterator[Loaded]:
+    """MME-RealWorld / -Lite: JSON lists of records, or parquet files. A record's `Image` is relative to an
+    image root that is not always the JSON's folder: `image_root` first, then the usual places."""
     root = Path(root)
+    roots = image_roots(root, image_root)
     lists = sorted(root.glob("*.json"))
     parquets = sorted(root.rglob("*.parquet"))
     if not lists and not parquets:
@@ -244,7 +269,7 @@ def load_mme_realworld(root: str | os.PathLike[str], store: ImageStore) -> Itera
             continue
         for record in records:
             yield (
-                _mme_record(record, root, store)
+                _mme_record(record, roots, store)
                 if isinstance(record, dict)
                 else Problem(path.name, "record is not an object")
             )

@@ -20,11 +20,8 @@ from mgpo.data.loaders import (
 )
 from mgpo.images import ImageStore
 from mgpo.records import TaskKind
-
-
-def _jpeg(path, colour=(10, 200, 30), size=(64, 48)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, format="JPEG")
+from tests.layouts import jpeg as _jpeg
+from tests.layouts import vstar_folder as _vstar
 
 
 def _split(items):
@@ -35,21 +32,6 @@ def _split(items):
 @pytest.fixture
 def store(tmp_path):
     return ImageStore(tmp_path / "store")
-
-
-def _vstar(root):
-    for name, options in (("sa_1", ["red", "blue", "green", "white"]), ("sa_2", ["left", "right"])):
-        category = "direct_attributes" if name == "sa_1" else "relative_position"
-        _jpeg(root / category / f"{name}.jpg")
-        meta = {
-            "target_object": ["cup"],
-            "bbox": [[10, 5, 20, 30]],
-            "question": f"Q {name}?",
-            "options": options,
-        }
-        (root / category / f"{name}.json").write_text(json.dumps(meta))
-    (root / "direct_attributes" / "sa_3.json").write_text('{"question": "no options"}')
-    return root
 
 
 def test_load_vstar_shuffles_options_seeded_and_keeps_the_right_answer(tmp_path, store):
