@@ -48,6 +48,7 @@ class ActorSpec:
     max_pixels: int = 256 * 28 * 28
     batch_prompts: int = 4
     box_rule: str = BoxRule.STRICT.value
+    pre_shrink: bool = False  # evaluation only: the MGPO reference's input frame (mgpo.resize)
     claim_idle_ms: int = 60_000
     max_deliveries: int = 3  # a prompt delivered this often without completing goes to the dead letters
     seed: int = 0
@@ -98,7 +99,7 @@ def engine_tokenizer(engine: Engine) -> object:
 def rollout_settings(spec: ActorSpec) -> RolloutSettings:
     return RolloutSettings(
         template=template_for(Mode(spec.mode), spec.max_crops),
-        budget=PixelBudget(spec.min_pixels, spec.max_pixels),
+        budget=PixelBudget(spec.min_pixels, spec.max_pixels, spec.pre_shrink),
         n=spec.n,
         max_turn_tokens=spec.max_turn_tokens,
         max_model_len=spec.max_model_len,

@@ -2,6 +2,12 @@
 
 Every image the policy sees (the original shrunk for turn 1, each crop for later turns) goes through
 `resize_to_budget`, at rollout and at training time alike: one resize path, or boxes land in the wrong place.
+
+`pre_shrink` is the MGPO reference code's input frame (verl's process_image): an image over max_pixels is
+first shrunk NEAREST to sqrt(max_pixels / area) of its sides, truncated to integers, and only then resized
+by the processor's rule; 4000x3000 becomes 1148x868 there, 1148x840 here. It is off by default (one rule,
+the processor's, everywhere; NEAREST aliases fine detail) and offered to `mgpo eval` for users who must
+feed a released MGPO checkpoint exactly what it was trained on (benchmarks/resize_rules.py measures it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class PixelBudget:
 
     min_pixels: int = 256 * FACTOR * FACTOR
     max_pixels: int = 1280 * FACTOR * FACTOR
+    pre_shrink: bool = False  # the reference's NEAREST pre-shrink first (see the module's docstring)
 
     def __post_init__(self) -> None:
         if not 0 < self.min_pixels <= self.max_pixels:
@@ -64,8 +71,18 @@ def smart_resize(
     return h_bar, w_bar
 
 
+def pre_shrink_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The reference's first step: sides times sqrt(max_pixels / area), truncated, when over max_pixels."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
 def input_size(width: int, height: int, budget: PixelBudget) -> tuple[int, int]:
     """(width, height) of the model input for an image of `width` x `height` under `budget`."""
+    if budget.pre_shrink:
+        width, height = pre_shrink_size(width, height, budget.max_pixels)
     h, w = smart_resize(height, width, FACTOR, budget.min_pixels, budget.max_pixels)
     return w, h
 
@@ -85,6 +102,10 @@ def resize_to_budget(image: Image.Image, budget: PixelBudget) -> Image.Image:
 
     Bicubic, as Qwen2-VL's image processor; once resized, the processor's own resize is the identity.
     """
+    if budget.pre_shrink:
+        shrunk = pre_shrink_size(image.width, image.height, budget.max_pixels)
+        if shrunk != image.size:
+            image = image.resize(shrunk, Image.Resampling.NEAREST)
     size = input_size(image.width, image.height, budget)
     if size == image.size:
         return image

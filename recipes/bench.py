@@ -184,6 +184,7 @@ def run_bench(
             "seed": seed,
             "min_pixels": budget.min_pixels,
             "max_pixels": budget.max_pixels,
+            "pre_shrink": budget.pre_shrink,
             "box_rule": spec.box_rule,
             "crop_alone_base": base,
         },

@@ -131,6 +131,7 @@ def eval_spec(
         max_model_len=max_model_len,
         min_pixels=budget.min_pixels,
         max_pixels=budget.max_pixels,
+        pre_shrink=budget.pre_shrink,
     )
 
 
@@ -142,7 +143,7 @@ def evaluate_records(
     batch: int = 8,
 ) -> list[dict]:
     """One row per record (recipes.evaluate.row); with `base`, the crop-alone check of every crop too."""
-    budget = PixelBudget(spec.min_pixels, spec.max_pixels)
+    budget = PixelBudget(spec.min_pixels, spec.max_pixels, spec.pre_shrink)
     policy = build_engine(spec)
     try:
         loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), store, rollout_settings(spec), "eval")

@@ -381,6 +381,12 @@ def _experiment_commands(commands: Subparsers) -> None:
     )
     evaluate.add_argument("--seed", type=int, default=0, help="V*: the seed its options are shuffled with")
     evaluate.add_argument(
+        "--pre-shrink",
+        action="store_true",
+        help="the MGPO reference's input frame (NEAREST pre-shrink, then the processor's resize): "
+        "to evaluate a released MGPO checkpoint on exactly its training input",
+    )
+    evaluate.add_argument(
         "--base", default=None, type=_model_dir, help="base model for the crop-alone ratio (the SFT model)"
     )
     evaluate.add_argument("--engine", choices=("hf", "vllm"), default="hf")
@@ -473,7 +479,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         base=args.base,
         engine=args.engine,
         limit=args.limit,
-        budget=PixelBudget(args.min_pixels, args.max_pixels),
+        budget=PixelBudget(args.min_pixels, args.max_pixels, args.pre_shrink),
         max_turn_tokens=args.max_turn_tokens,
     )
     print(json.dumps(result, indent=2))
@@ -500,7 +506,7 @@ def _eval_bench(args: argparse.Namespace) -> int:
             engine=args.engine,
             limit=args.limit,
             seed=args.seed,
-            budget=PixelBudget(args.min_pixels, args.max_pixels),
+            budget=PixelBudget(args.min_pixels, args.max_pixels, args.pre_shrink),
             max_turn_tokens=args.max_turn_tokens,
         )
     except (ValueError, FileNotFoundError) as err:

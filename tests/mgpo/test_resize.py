@@ -10,6 +10,7 @@ from mgpo.resize import (
     grid_thw,
     input_size,
     num_visual_tokens,
+    pre_shrink_size,
     resize_to_budget,
     smart_resize,
 )
@@ -78,3 +79,17 @@ def test_grid_and_token_count_follow_patch_and_merge():
     # 448x420 input: grid 420/14=30 rows x 448/14=32 cols; tokens (30*32)/4 = 240.
     assert grid_thw(448, 420) == (1, 30, 32)
     assert num_visual_tokens(448, 420) == 240
+
+
+def test_pre_shrink_is_the_reference_frame_and_differs_from_the_processors_on_large_images():
+    paper = PixelBudget(256 * 28 * 28, 1280 * 28 * 28)
+    reference = PixelBudget(256 * 28 * 28, 1280 * 28 * 28, pre_shrink=True)
+    assert pre_shrink_size(4000, 3000, paper.max_pixels) == (
+        1156,
+        867,
+    )  # int(4000 * 0.289), int(3000 * 0.289)
+    assert input_size(4000, 3000, reference) == (1148, 868)
+    assert input_size(4000, 3000, paper) == (1148, 840)
+    assert input_size(640, 480, reference) == input_size(640, 480, paper)  # under the budget: no pre-shrink
+    image = Image.new("RGB", (4000, 3000), (9, 9, 9))
+    assert resize_to_budget(image, reference).size == (1148, 868)
