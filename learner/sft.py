@@ -1,8 +1,9 @@
 """`mgpo sft`: the supervised cold start that gives the tiny model a base model's prior skills.
 
 Grounding and recognition examples (mgpo.cold_start) from the synthetic training split, full fine-tuning
-with AdamW, minibatches of mixed skills, greedy evaluation of both skills on a held-out split, checkpoints
-(model + optimizer + step) to resume from, `metrics.jsonl`, and the final model as an HF folder.
+with AdamW or LoRA adapters (`lora:`), minibatches of mixed skills, greedy evaluation of both skills on a
+held-out split, checkpoints (model or adapter + optimizer + step) to resume from, `metrics.jsonl`, and the
+final model as an HF folder (with LoRA: the adapter in `adapter/`, merged into `model/`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tqdm import tqdm
 from transformers.optimization import get_wsd_schedule
 
+from learner.lora import add_lora, load_adapter
 from mgpo.boxes import iou, parse_box
 from mgpo.cold_start import Example, skill_examples
 from mgpo.data.synth import synth_choice_sample
@@ -82,10 +85,16 @@ def train_step(
     sequences = [_encode(processor.tokenizer, e) for e in batch]  # type: ignore[attr-defined]
     built = build_batch(processor, sequences, [list(e.images) for e in batch], budget, left_pad=False)
     labels = built.inputs["input_ids"].masked_fill(~built.loss_mask, -100)
-    model.model.rope_deltas = None  # type: ignore[union-attr]
+    reset_rope(model)
     loss = model(**built.inputs, labels=labels).loss
     loss.backward()
     return float(loss.item())
+
+
+def reset_rope(model: torch.nn.Module) -> None:
+    """Forget Qwen2.5-VL's cached rotary offsets: each batch has its own images (through a peft wrapper too)."""
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    inner.model.rope_deltas = None  # type: ignore[union-attr]
 
 
 def greedy_replies(
@@ -104,7 +113,7 @@ def greedy_replies(
         inputs = build_batch(
             processor, sequences, [list(e.images) for e in chunk], budget, left_pad=True
         ).inputs
-        model.model.rope_deltas = None  # type: ignore[union-attr]
+        reset_rope(model)
         with torch.no_grad():
             out = model.generate(
                 **inputs, max_new_tokens=48, do_sample=False, pad_token_id=tokenizer.pad_token_id
@@ -168,9 +177,10 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     torch.manual_seed(config.seed)
     start_path = _start_model(config, budget, console)
     checkpoint = _latest(out / "checkpoints") if resume else None
-    model = load_policy(str(checkpoint or start_path))
+    model = _policy(config, start_path, checkpoint)
     processor = load_processor(str(start_path))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.0)
     # Warm-up, stable, decay: a constant lr of 1e-3 leaves the tiny model's skills swinging from one eval to
     # the next (grounding 0.12 -> 0.81 -> 0.75 250 steps apart, measured), and decaying it over the whole run
     # starves the long stable stretch in which it leaves its first plateau (chance at both skills).
@@ -212,7 +222,7 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
         task = progress.add_task("sft", total=config.steps, completed=step, loss="")
         while step < config.steps:
             loss = train_step(model, processor, mixed_batch(by_skill, shares, config.batch, rng), budget)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             optimizer.zero_grad()
             schedule.step()
@@ -237,9 +247,7 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
                     config.keep_checkpoints,
                 )
             log.flush()
-    final = out / "model"
-    model.save_pretrained(final)
-    processor.save_pretrained(final)
+    final = _save_final(model, processor, out)
     summary = {
         "model": str(final),
         "steps": step,
@@ -248,6 +256,26 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _policy(config: SFTConfig, start: Path, checkpoint: Path | None) -> torch.nn.Module:
+    """The model to train: the whole policy, or the start model with (new or resumed) LoRA adapters."""
+    if config.lora is None:
+        return load_policy(str(checkpoint or start))
+    if checkpoint is not None:
+        return load_adapter(start, checkpoint, trainable=True)
+    return add_lora(load_policy(str(start)), config.lora)
+
+
+def _save_final(model: torch.nn.Module, processor: object, out: Path) -> Path:
+    """`out/model`, a plain HF folder; with LoRA also `out/adapter` (what `mgpo merge` takes)."""
+    final = out / "model"
+    if isinstance(model, PeftModel):
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(final)
+    processor.save_pretrained(final)  # type: ignore[attr-defined]
+    return final
 
 
 def _checkpoint(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
@@ -326,6 +327,29 @@ class SFTDataConfig(_Section):
         )
 
 
+class LoraSection(_Section):
+    """LoRA adapters (peft) instead of a full fine-tune: only the adapters train."""
+
+    rank: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(32.0, gt=0.0, le=65536.0, description="scaling: the update is alpha / rank x BA")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        min_length=1,
+        description="projection names that get adapters",
+    )
+    freeze_vision: bool = Field(
+        True, description="adapters on the language model only (the vision tower frozen)"
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> LoraSection:
+        bad = [m for m in self.target_modules if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m)]
+        if bad:
+            raise ValueError(f"target_modules {bad}: module names are identifiers like q_proj")
+        return self
+
+
 class SFTConfig(_Section):
     """`mgpo sft`: grounding and recognition skills, never the combined task (mgpo.cold_start)."""
 
@@ -360,6 +384,7 @@ class SFTConfig(_Section):
     eval_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    lora: LoraSection | None = Field(None, description="LoRA adapters; absent: a full fine-tune")
 
     @property
     def run_dir(self) -> Path:

@@ -56,6 +56,15 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from learner.lora import merge
+
+    start = time.perf_counter()
+    out = merge(args.adapter, args.out, args.base)
+    print(f"merged {args.adapter} into {out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
 def cmd_model_tiny(args: argparse.Namespace) -> int:
     from mgpo.models.tiny import build_tiny
 
@@ -231,6 +240,16 @@ def _model_commands(commands: Subparsers) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     _budget_flags(tiny, 64, 256)
     tiny.set_defaults(func=cmd_model_tiny)
+
+    merge = commands.add_parser(
+        "merge", help="fold a LoRA adapter into its base model: a plain HF folder vLLM and model.path load"
+    )
+    merge.add_argument("--adapter", required=True, help="the adapter folder (an SFT run's adapter/)")
+    merge.add_argument("--out", required=True, help="output directory")
+    merge.add_argument(
+        "--base", default=None, type=_model_dir, help="the base model (default: the one the adapter names)"
+    )
+    merge.set_defaults(func=cmd_merge)
 
 
 def _data_commands(commands: Subparsers) -> None:
