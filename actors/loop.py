@@ -23,14 +23,11 @@ from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySamp
 from mgpo.resize import PixelBudget, num_visual_tokens
 from mgpo.rewards import choice_reward, counting_reward, grounding_reward, last_boxed
 from mgpo.templates import (
-    COUNTING_PROMPT,
-    GROUNDING_PROMPT,
     VISION_TOKENS,
     Mode,
     Template,
-    first_prompt,
     followup,
-    single_prompt,
+    opening_prompt,
 )
 from mgpo.turns import crop_source
 
@@ -192,12 +189,7 @@ class Loop:
     def _start(self, record: PromptRecord, n: int) -> list[_Sample]:
         """The n samples of a record, sharing one tokenised prompt and one rendering of each original."""
         originals = [self._original(h) for h in record.images]
-        if record.kind is TaskKind.MULTIPLE_CHOICE:
-            text = first_prompt(self.settings.template, record.question, record.choices)
-        else:
-            task_prompt = COUNTING_PROMPT if record.kind is TaskKind.COUNTING else GROUNDING_PROMPT
-            text = single_prompt(task_prompt.format(question=record.question), len(originals))
-        prompt = Segment(Source.PROMPT, self.tok.encode(text))
+        prompt = Segment(Source.PROMPT, self.tok.encode(opening_prompt(record, self.settings.template)))
         return [
             _Sample(
                 record=record,

@@ -26,12 +26,17 @@ from transformers.optimization import get_wsd_schedule
 from learner.lora import add_lora, load_adapter
 from mgpo.boxes import iou, parse_box
 from mgpo.cold_start import Example, skill_examples
+from mgpo.crop import render_view
+from mgpo.data.cot import pairs as cot_pairs
+from mgpo.data.cot import read_replies
+from mgpo.data.dataset import META_FILE, open_store, read_prompts
 from mgpo.data.synth import synth_choice_sample
 from mgpo.masks import Sequence as TokenSequence
 from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.resize import PixelBudget
-from mgpo.rewards import choice_reward
+from mgpo.rewards import choice_reward, parse_answer
+from mgpo.templates import IM_END, MGPO, opening_prompt
 from runtime.config import SFTConfig
 
 
@@ -53,6 +58,36 @@ def build_examples(config: SFTConfig, seed: int, n: int, desc: str) -> list[Exam
             config.product_wording,
         )
     return out
+
+
+def cot_examples(config: SFTConfig, budget: PixelBudget) -> tuple[list[Example], list[Example]]:
+    """(train, held out) from an SFT folder: each record's opening prompt, its images, its taught reply."""
+    folder = str(config.data.path)
+    meta = json.loads((Path(folder) / META_FILE).read_text()) if (Path(folder) / META_FILE).exists() else {}
+    if (meta.get("min_pixels"), meta.get("max_pixels")) not in (
+        (None, None),
+        (budget.min_pixels, budget.max_pixels),
+    ):
+        raise ValueError(
+            f"{folder} was written for pixels {meta['min_pixels']}..{meta['max_pixels']} (its boxes are in "
+            f"those inputs' pixels), the config trains at {budget.min_pixels}..{budget.max_pixels}"
+        )
+    store = open_store(folder)
+    examples = [
+        Example(
+            "mig",
+            opening_prompt(record, MGPO),
+            tuple(render_view(store.get(h), None, budget) for h in record.images),
+            reply + IM_END,
+            reply,
+        )
+        for record, reply in cot_pairs(read_prompts(folder), read_replies(folder))
+    ]
+    if len(examples) <= config.data.eval_n:
+        raise ValueError(
+            f"{folder}: {len(examples)} examples, not more than data.eval_n ({config.data.eval_n})"
+        )
+    return examples[: -config.data.eval_n], examples[-config.data.eval_n :]
 
 
 def mixed_batch(
@@ -105,6 +140,8 @@ def greedy_replies(
     batch: int = 8,
 ) -> list[str]:
     tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    # room for the longest taught reply (a reasoning text is far longer than a box or a letter)
+    longest = max(len(tokenizer(e.reply, add_special_tokens=False).input_ids) for e in examples)
     replies = []
     model.eval()
     for i in range(0, len(examples), batch):
@@ -116,7 +153,7 @@ def greedy_replies(
         reset_rope(model)
         with torch.no_grad():
             out = model.generate(
-                **inputs, max_new_tokens=48, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                **inputs, max_new_tokens=longest + 16, do_sample=False, pad_token_id=tokenizer.pad_token_id
             )
         start = inputs["input_ids"].shape[1]
         replies += tokenizer.batch_decode(out[:, start:], skip_special_tokens=False)
@@ -128,6 +165,14 @@ def score(example: Example, reply: str) -> bool:
     """Grounding: the box parses and overlaps the taught one (IoU >= 0.5). Recognition: the right letter."""
     if example.skill == "recognition":
         return choice_reward(reply, example.target) == 1.0
+    if example.skill == "mig":  # the right image, and a box over half the taught one (IoU >= 0.5)
+        said, taught = parse_answer(reply), parse_answer(example.target)
+        return (
+            said is not None
+            and taught is not None
+            and said[0] == taught[0]
+            and iou(said[1], taught[1]) >= 0.5
+        )
     size = example.images[0].size
     predicted = parse_box(reply, size)
     taught = parse_box(example.target, size)
@@ -139,7 +184,7 @@ def evaluate(
 ) -> dict:
     replies = greedy_replies(model, processor, examples, budget)
     result = {}
-    for skill in ("grounding", "recognition"):
+    for skill in sorted({e.skill for e in examples}):
         pairs = [(e, r) for e, r in zip(examples, replies, strict=True) if e.skill == skill]
         result[f"{skill}_accuracy"] = sum(score(e, r) for e, r in pairs) / max(1, len(pairs))
     return result
@@ -202,11 +247,8 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
         schedule.load_state_dict(torch.load(checkpoint / "schedule.pt", weights_only=True))
         step = json.loads((checkpoint / "state.json").read_text())["step"]
         console.print(f"resuming from {checkpoint} (step {step})")
-    train = build_examples(config, config.data.train_seed, config.data.train_n, "train examples")
-    held_out = build_examples(config, config.data.eval_seed, config.data.eval_n, "eval examples")
+    by_skill, shares, held_out = _examples(config, budget)
     rng = random.Random(config.seed * 1000 + step)
-    by_skill = [[e for e in train if e.skill == skill] for skill in ("grounding", "recognition")]
-    shares = (config.grounding_share, 1.0 - config.grounding_share)
     log = (out / "metrics.jsonl").open("a")
     model.train()
     columns = (
@@ -233,10 +275,8 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
             if step % config.eval_every == 0 or step == config.steps:
                 last_eval = evaluate(model, processor, held_out, budget)
                 log.write(json.dumps({"step": step, "kind": "eval", **last_eval}) + "\n")
-                console.print(
-                    f"step {step}: grounding {last_eval['grounding_accuracy']:.2f}  "
-                    f"recognition {last_eval['recognition_accuracy']:.2f}"
-                )
+                scores = "  ".join(f"{k.removesuffix('_accuracy')} {v:.2f}" for k, v in last_eval.items())
+                console.print(f"step {step}: {scores}")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 _checkpoint(
                     model,
@@ -256,6 +296,19 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _examples(
+    config: SFTConfig, budget: PixelBudget
+) -> tuple[list[list[Example]], tuple[float, ...], list[Example]]:
+    """Training examples by skill, each skill's share of a batch, and the held-out examples."""
+    if config.data.path is not None:
+        train, held_out = cot_examples(config, budget)
+        return [train], (1.0,), held_out
+    train = build_examples(config, config.data.train_seed, config.data.train_n, "train examples")
+    held_out = build_examples(config, config.data.eval_seed, config.data.eval_n, "eval examples")
+    by_skill = [[e for e in train if e.skill == skill] for skill in ("grounding", "recognition")]
+    return by_skill, (config.grounding_share, 1.0 - config.grounding_share), held_out
 
 
 def _policy(config: SFTConfig, start: Path, checkpoint: Path | None) -> torch.nn.Module:

@@ -165,7 +165,8 @@ class GroundingReward(NamedTuple):
     image: int | None  # the 1-based image number the model named
 
 
-def _parse_answer(reply: str) -> tuple[int, Box] | None:
+def parse_answer(reply: str) -> tuple[int, Box] | None:
+    """(image number, box) of the last <answer>{"image": N, "bbox_2d": [...]}</answer>, or None."""
     answers = _ANSWER.findall(reply[-MAX_REPLY_CHARS:])
     if not answers:
         return None
@@ -197,7 +198,7 @@ def grounding_reward(
     `target_image` is 1-based; `target_box` is normalised 0-1 to the target image (MIG-Bench's form);
     the model answers in pixels of that image's resized input, whose (W, H) are in `input_sizes`.
     """
-    parsed = _parse_answer(reply)
+    parsed = parse_answer(reply)
     if parsed is None:
         return GroundingReward(0.0, 0.0, 0.0, None)
     image, box = parsed

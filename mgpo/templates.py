@@ -12,6 +12,8 @@ import string
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mgpo.records import PromptRecord, TaskKind
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -189,3 +191,12 @@ def single_prompt(
     """A one-turn prompt (counting, multi-image grounding, recognition) with `n_images` images first
     (`intro` just before the last one)."""
     return system_turn(system) + user_turn(text, n_images, intro) + ASSISTANT_START
+
+
+def opening_prompt(record: PromptRecord, template: Template) -> str:
+    """The first prompt of a record's rollout: the mode's template for multiple choice, else the one-turn
+    counting or grounding prompt with every image of the record first."""
+    if record.kind is TaskKind.MULTIPLE_CHOICE:
+        return first_prompt(template, record.question, record.choices)
+    task_prompt = COUNTING_PROMPT if record.kind is TaskKind.COUNTING else GROUNDING_PROMPT
+    return single_prompt(task_prompt.format(question=record.question), len(record.images))

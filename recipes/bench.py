@@ -44,9 +44,9 @@ BENCHES = ("vstar", "mme-realworld", "mig-bench", "pixmo", "fsc147", "synthetic"
 SINGLE = "single"  # grounding and counting are one turn whatever the mode
 
 
-def natural_mode(bench: str) -> str:
+def natural_mode(kind: TaskKind | None) -> str:
     """MGPO for multiple choice; one turn for grounding and counting."""
-    return SINGLE if bench in ("mig-bench", "pixmo", "fsc147") else "mgpo"
+    return "mgpo" if kind is TaskKind.MULTIPLE_CHOICE else SINGLE
 
 
 def load(
@@ -148,7 +148,6 @@ def run_bench(
     max_turn_tokens: int = 64,
 ) -> dict[str, object]:
     """Evaluate `model` on the benchmark folder `path`; write `out` (results) and the per-sample log."""
-    mode = mode or natural_mode(bench)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mgpo-bench-") as scratch:
         store = ImageStore(scratch)
@@ -160,6 +159,7 @@ def run_bench(
             raise ValueError(f"{path}: no usable {bench} record ({len(problems)} skipped)")
         kinds = {r.kind for r in records}
         kind = kinds.pop() if len(kinds) == 1 else None
+        mode = mode or natural_mode(kind)
         if (kind is TaskKind.MULTIPLE_CHOICE) == (mode == SINGLE):
             wanted = "mgpo, grpo or multiturn" if kind is TaskKind.MULTIPLE_CHOICE else SINGLE
             raise ValueError(

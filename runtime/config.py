@@ -293,8 +293,10 @@ class ServeConfig(_Section):
 
 
 class SFTDataConfig(_Section):
-    """Synthetic splits for the cold start: images are generated from (seed, index); tags give the examples."""
+    """Synthetic splits for the cold start: images are generated from (seed, index); tags give the examples.
+    Or `path`: an SFT dataset folder (mgpo data cot) whose last `eval_n` records are held out."""
 
+    path: str | None = Field(None, description="an SFT dataset folder (mgpo data cot) instead of the skills")
     train_seed: int = 100
     train_n: int = Field(256, ge=1, description="training images (each gives 2 examples per tag)")
     eval_seed: int = 200

@@ -122,6 +122,19 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
+def cmd_data_cot(args: argparse.Namespace) -> int:
+    from recipes.cot import make_cot
+
+    make_cot(
+        args.data,
+        args.out,
+        teacher=args.teacher,
+        engine=args.engine or _default_engine(),
+        budget=PixelBudget(args.min_pixels, args.max_pixels),
+    )
+    return 0
+
+
 def cmd_rollout(args: argparse.Namespace) -> int:
     from actors.offline import run_offline_rollout
     from actors.rollout_actor import ActorSpec
@@ -263,6 +276,22 @@ def _data_commands(commands: Subparsers) -> None:
     check.add_argument("--format", required=True, choices=sorted(LOADERS), help="layout of PATH")
     check.add_argument("path", help="the dataset's root folder as published")
     check.set_defaults(func=cmd_data_check)
+
+    cot = data.add_parser(
+        "cot", help="chain-of-thought SFT data for multi-image grounding (from a teacher or the records)"
+    )
+    cot.add_argument("--data", required=True, help="a dataset folder with grounding records")
+    cot.add_argument("--out", required=True, help="the SFT dataset folder to write")
+    cot.add_argument(
+        "--teacher",
+        default=None,
+        type=_model_dir,
+        help="a Qwen2.5-VL folder that reasons to the known answer (kept when right); "
+        "default: rationales written from each record",
+    )
+    cot.add_argument("--engine", choices=("hf", "vllm"), default=None, help="the teacher's engine")
+    _budget_flags(cot, 64, 256)
+    cot.set_defaults(func=cmd_data_cot)
 
 
 def _synth_command(data: Subparsers) -> None:

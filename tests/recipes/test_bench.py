@@ -53,9 +53,9 @@ def test_mig_bench_overall_is_the_unweighted_mean_of_its_tasks():
     assert table["mig-bench"]["mean_iou,none"] == pytest.approx(1.3 / 4)
 
 
-def test_each_benchmark_runs_in_its_natural_mode():
-    assert natural_mode("vstar") == natural_mode("mme-realworld") == "mgpo"
-    assert natural_mode("mig-bench") == natural_mode("pixmo") == natural_mode("fsc147") == "single"
+def test_each_task_runs_in_its_natural_mode():
+    assert natural_mode(TaskKind.MULTIPLE_CHOICE) == "mgpo"
+    assert natural_mode(TaskKind.MULTI_IMAGE_GROUNDING) == natural_mode(TaskKind.COUNTING) == "single"
 
 
 def _bench(tmp_path, model, bench, folder, *extra):
