@@ -70,7 +70,9 @@ def make_cot(
         }
     kept = [r for r in grounding if r.id in replies]
     if not kept:
-        raise ValueError(f"the teacher {teacher} answered none of {len(grounding)} records right: nothing to keep")
+        raise ValueError(
+            f"the teacher {teacher} answered none of {len(grounding)} records right: nothing to keep"
+        )
     store = ImageStore(Path(out) / "images")
     for r in kept:
         for digest in r.images:

@@ -26,10 +26,30 @@ from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
 from mgpo.crop import render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.images import ImageStore
-from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup
+from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
 from mgpo.resize import PixelBudget
 from mgpo.rewards import choice_reward, grounding_reward
 from mgpo.templates import IM_END, format_choices, single_prompt
+
+GROUNDING_THRESHOLD = 0.5  # MIG-Bench's Acc@IoU>=0.5
+
+
+def input_sizes(record: PromptRecord, store: ImageStore, budget: PixelBudget) -> list[tuple[int, int]]:
+    """The model's (W, H) of each of the record's images."""
+    return [view_input_size(store.get(h).size, None, budget) for h in record.images]
+
+
+def answer_iou(record: PromptRecord, sample: TrajectorySample, sizes: list[tuple[int, int]]) -> float:
+    """IoU of a grounding sample's answer box with the true box (0 for the wrong image or no answer)."""
+    reply = sample.text[-1] if sample.text else ""
+    return grounding_reward(reply, int(record.answer), record.target_box, sizes).iou  # type: ignore[arg-type]
+
+
+def passed(record: PromptRecord, sample: TrajectorySample, sizes: list[tuple[int, int]]) -> bool:
+    """Whether a sample solved its prompt: the right answer (grounding: the right box, IoU >= 0.5)."""
+    if record.kind is TaskKind.MULTI_IMAGE_GROUNDING:
+        return answer_iou(record, sample, sizes) >= GROUNDING_THRESHOLD
+    return sample.reward >= 1.0
 
 
 def row(
@@ -43,9 +63,8 @@ def row(
     target = record.target_box
     correct = sample.reward >= 1.0
     if record.kind is TaskKind.MULTI_IMAGE_GROUNDING:
-        sizes = [view_input_size(store.get(h).size, None, budget) for h in record.images]
-        graded = grounding_reward(sample.text[-1] if sample.text else "", int(record.answer), target, sizes)  # type: ignore[arg-type]
-        overlap, correct = graded.iou, graded.iou >= 0.5
+        overlap = answer_iou(record, sample, input_sizes(record, store, budget))
+        correct = overlap >= GROUNDING_THRESHOLD
     else:
         overlap = iou(region, target) if region is not None and target is not None else 0.0
     # A crop several times the object's size has a small IoU even when right; holding it whole is what counts.
@@ -115,8 +134,10 @@ def eval_spec(
     budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
     max_turn_tokens: int = 64,
     max_model_len: int = 4096,
+    n: int = 1,
+    temperature: float = 0.0,
 ) -> ActorSpec:
-    """Greedy, one sample per question."""
+    """Greedy, one sample per question, unless told otherwise (rejection sampling samples several)."""
     return ActorSpec(
         name="eval",
         model_path=model,
@@ -125,8 +146,8 @@ def eval_spec(
         run="eval",
         image_store=image_store,
         mode=mode,
-        n=1,
-        temperature=0.0,
+        n=n,
+        temperature=temperature,
         max_turn_tokens=max_turn_tokens,
         max_model_len=max_model_len,
         min_pixels=budget.min_pixels,

@@ -135,6 +135,25 @@ def cmd_data_cot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_select(args: argparse.Namespace) -> int:
+    from recipes.select import select
+
+    if args.n < 2:
+        print("mgpo data select: --n must be at least 2 to tell sometimes from always", file=sys.stderr)
+        return 2
+    select(
+        args.model,
+        args.data,
+        args.out,
+        n=args.n,
+        low=args.low,
+        high=args.high,
+        engine=args.engine or _default_engine(),
+        budget=PixelBudget(args.min_pixels, args.max_pixels),
+    )
+    return 0
+
+
 def cmd_rollout(args: argparse.Namespace) -> int:
     from actors.offline import run_offline_rollout
     from actors.rollout_actor import ActorSpec
@@ -292,6 +311,21 @@ def _data_commands(commands: Subparsers) -> None:
     cot.add_argument("--engine", choices=("hf", "vllm"), default=None, help="the teacher's engine")
     _budget_flags(cot, 64, 256)
     cot.set_defaults(func=cmd_data_cot)
+
+    select = data.add_parser(
+        "select", help="rejection sampling: keep the prompts a model solves sometimes, never always or never"
+    )
+    select.add_argument(
+        "--model", required=True, type=_model_dir, help="the model that rolls out (merged SFT)"
+    )
+    select.add_argument("--data", required=True, help="a dataset folder (our layout)")
+    select.add_argument("--out", required=True, help="the RL dataset folder to write (resumes if there)")
+    select.add_argument("--n", type=int, default=8, help="samples per prompt (default 8)")
+    select.add_argument("--low", type=float, default=0.0, help="keep pass rates above this (default 0)")
+    select.add_argument("--high", type=float, default=1.0, help="and below this (default 1)")
+    select.add_argument("--engine", choices=("hf", "vllm"), default=None)
+    _budget_flags(select, 64, 256)
+    select.set_defaults(func=cmd_data_select)
 
 
 def _synth_command(data: Subparsers) -> None:

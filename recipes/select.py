@@ -1,0 +1,134 @@
+"""`mgpo data select`: rejection sampling (arXiv 2507.00748, stage 3): keep the prompts RL can learn from.
+
+Every prompt is rolled out `n` times with the task's reward by the model (our engines, offline on one
+machine); its pass rate is the share of samples that solved it (grounding: the right image and IoU >= 0.5).
+A prompt whose pass rate lies strictly between `low` and `high` is kept: by default neither always nor never
+solved, so its group's rewards differ and GRPO gets a gradient from it. Pass rates are appended to
+`pass_rates.jsonl` as prompts finish, so a stopped selection resumes; the histogram goes to PNG and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from actors.loop import Loop, Tokenizer
+from actors.rollout_actor import build_engine, engine_tokenizer, rollout_settings
+from mgpo.data.dataset import open_store, read_prompts, write_prompts
+from mgpo.images import ImageStore
+from mgpo.records import PromptRecord
+from mgpo.resize import PixelBudget
+from recipes.evaluate import eval_spec, input_sizes, passed
+
+PASS_RATES = "pass_rates.jsonl"
+
+
+def _done(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
+    rates = {}
+    for line in path.read_text().splitlines():
+        try:
+            item = json.loads(line)
+            rates[str(item["id"])] = float(item["pass_rate"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a stop: that prompt is rolled out again
+    return rates
+
+
+def pass_rates(
+    model: str,
+    records: list[PromptRecord],
+    store: ImageStore,
+    out: Path,
+    n: int,
+    engine: str,
+    budget: PixelBudget,
+    batch: int = 4,
+) -> dict[str, float]:
+    """Each record's pass rate over `n` samples at temperature 1; the ones in `out/pass_rates.jsonl` are kept."""
+    path = out / PASS_RATES
+    rates = _done(path)
+    todo = [r for r in records if r.id not in rates]
+    if not todo:
+        return rates
+    spec = eval_spec(
+        model, "mgpo", str(store.root), engine, budget, max_turn_tokens=256, n=n, temperature=1.0
+    )
+    policy = build_engine(spec)
+    try:
+        loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), store, rollout_settings(spec), "select")
+        with open(path, "a") as log:
+            for i in tqdm(range(0, len(todo), batch), desc=f"select (n={n})", unit="batch"):
+                chunk = todo[i : i + batch]
+                for record, group in zip(chunk, loop.rollout(chunk, seed=i), strict=True):
+                    sizes = input_sizes(record, store, budget)
+                    rate = sum(passed(record, s, sizes) for s in group.samples) / len(group.samples)
+                    rates[record.id] = rate
+                    log.write(json.dumps({"id": record.id, "pass_rate": rate}) + "\n")
+                log.flush()
+    finally:
+        policy.close()
+    return rates
+
+
+def histogram(
+    rates: dict[str, float], n: int, out: Path, low: float, high: float, kept: int
+) -> dict[str, object]:
+    """How many prompts were solved k times of n, as JSON and a bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = Counter(round(rate * n) for rate in rates.values())
+    bins = {f"{k}/{n}": counts.get(k, 0) for k in range(n + 1)}
+    result = {"n": n, "prompts": len(rates), "kept": kept, "low": low, "high": high, "solved_k_of_n": bins}
+    (out / "pass_rates.json").write_text(json.dumps(result, indent=1) + "\n")
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    colours = ["tab:green" if low < k / n < high else "tab:grey" for k in range(n + 1)]
+    axis.bar(list(bins), list(bins.values()), color=colours)
+    axis.set_xlabel(f"samples that solved the prompt (of {n})")
+    axis.set_ylabel("prompts")
+    axis.set_title(f"pass rates: {kept} of {len(rates)} kept (green)")
+    figure.tight_layout()
+    figure.savefig(out / "pass_rates.png", dpi=100)
+    plt.close(figure)
+    return result
+
+
+def select(
+    model: str,
+    data: str,
+    out: str,
+    n: int = 8,
+    low: float = 0.0,
+    high: float = 1.0,
+    engine: str = "vllm",
+    budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
+) -> dict[str, object]:
+    """Write the RL dataset folder `out` with the prompts of `data` whose pass rate is in (low, high)."""
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"need 0 <= low < high <= 1, got low {low}, high {high}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    source = open_store(data)
+    records = list(read_prompts(data))
+    rates = pass_rates(model, records, source, folder, n, engine, budget)
+    kept = [r for r in records if low < rates[r.id] < high]
+    summary = histogram(rates, n, folder, low, high, len(kept))
+    if not kept:
+        raise ValueError(
+            f"no prompt of {len(records)} has a pass rate strictly between {low} and {high} "
+            f"(histogram in {folder / 'pass_rates.png'}): widen the bounds or change the model"
+        )
+    store = ImageStore(folder / "images")
+    for r in kept:
+        for digest in r.images:
+            store.put_bytes(source.path(digest).read_bytes(), check=False)
+    write_prompts(folder, kept, {"format": "mgpo-selected", "source": str(data), "model": model, **summary})
+    print(json.dumps({"out": str(folder), "kept": len(kept), "prompts": len(records)}), flush=True)
+    return summary
