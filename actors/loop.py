@@ -21,7 +21,7 @@ from mgpo.images import ImageStore
 from mgpo.masks import Segment, Source, build_sequence
 from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
 from mgpo.resize import PixelBudget, num_visual_tokens
-from mgpo.rewards import choice_reward, counting_reward, grounding_reward, last_boxed
+from mgpo.rewards import choice_reward, counting_reward, grounding_reward, grounding_score, last_boxed
 from mgpo.templates import (
     VISION_TOKENS,
     Mode,
@@ -42,6 +42,8 @@ class RolloutSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     box_rule: BoxRule = BoxRule.STRICT  # the rule that decides the crop and valid_grounding
+    iou_reward: str = "continuous"  # multi-image grounding: "continuous" IoU or "thresholded" at 0.5
+    format_weight: float = 0.5  # multi-image grounding: weight of the format reward
 
 
 @dataclass
@@ -56,6 +58,8 @@ class _Sample:
     texts: list[str] = field(default_factory=list)
     boxes_valid: list[bool] = field(default_factory=list)
     boxes_lenient: list[bool] = field(default_factory=list)  # the same boxes by the lenient rule
+    answer_iou: float | None = None  # multi-image grounding
+    right_image: bool | None = None
     finish_reason: str = ""
     done: bool = False
     keep: bool = True  # False: masked out of the loss (over turns / over length)
@@ -269,7 +273,8 @@ class Loop:
         else:
             sizes = [self._input_size(sample, i) for i in range(len(sample.views))]
             result = grounding_reward(reply, int(record.answer), record.target_box or Box(0, 0, 0, 0), sizes)
-            sample.reward = result.format * 0.5 + result.iou  # format + continuous IoU, the MIG recipe
+            sample.reward = grounding_score(result, self.settings.iou_reward, self.settings.format_weight)
+            sample.answer_iou, sample.right_image = result.iou, result.image == int(record.answer)
             sample.boxes_valid.append(result.iou > 0)
             sample.boxes_lenient.append(result.iou > 0)
         self._finish(sample, completion.finish_reason, keep=True)
@@ -312,6 +317,8 @@ class Loop:
                     text=tuple(s.texts),
                     sampled_tokens=sum(len(x.ids) for x in s.segments if x.source is Source.GENERATED),
                     valid_grounding_lenient=bool(s.boxes_lenient) and all(s.boxes_lenient),
+                    answer_iou=s.answer_iou,
+                    right_image=s.right_image,
                 )
             )
         return TrajectoryGroup(

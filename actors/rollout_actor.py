@@ -48,6 +48,8 @@ class ActorSpec:
     max_pixels: int = 256 * 28 * 28
     batch_prompts: int = 4
     box_rule: str = BoxRule.STRICT.value
+    iou_reward: str = "continuous"
+    format_weight: float = 0.5
     pre_shrink: bool = False  # evaluation only: the MGPO reference's input frame (mgpo.resize)
     claim_idle_ms: int = 60_000
     max_deliveries: int = 3  # a prompt delivered this often without completing goes to the dead letters
@@ -106,6 +108,8 @@ def rollout_settings(spec: ActorSpec) -> RolloutSettings:
         temperature=spec.temperature,
         top_p=spec.top_p,
         box_rule=BoxRule(spec.box_rule),
+        iou_reward=spec.iou_reward,
+        format_weight=spec.format_weight,
     )
 
 

@@ -149,6 +149,16 @@ class Learner:
             "accuracy": summary.accuracy,
             "valid_grounding_ratio": summary.valid_grounding_ratio,
             "valid_grounding_lenient_ratio": summary.valid_grounding_lenient_ratio,
+            # multi-image grounding batches only
+            **{
+                k: v
+                for k, v in (
+                    ("mean_iou", summary.mean_iou),
+                    ("iou_accuracy", summary.iou_accuracy),
+                    ("right_image_ratio", summary.right_image_ratio),
+                )
+                if v is not None
+            },
             "turns": summary.turns,
             "samples": float(summary.samples),
             "staleness_mean": sum(staleness) / len(staleness),

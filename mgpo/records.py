@@ -90,6 +90,10 @@ class TrajectorySample:
     sampled_tokens: int = 0  # tokens the policy generated, counted even when the sample is masked out
     # the same boxes read by the lenient rule (mgpo.boxes.BoxRule): the second grounding metric
     valid_grounding_lenient: bool = False
+    # multi-image grounding only: the answer box's IoU with the true one (0 for the wrong image), and whether
+    # the answer named the right image; None for every other task
+    answer_iou: float | None = None
+    right_image: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ def _sample_to_wire(s: TrajectorySample) -> dict[str, Any]:
         "text": list(s.text),
         "sampled_tokens": int(s.sampled_tokens),
         "valid_grounding_lenient": bool(s.valid_grounding_lenient),
+        "answer_iou": s.answer_iou,
+        "right_image": s.right_image,
     }
 
 
@@ -162,6 +168,8 @@ def _sample_from_wire(w: dict[str, Any]) -> TrajectorySample:
         text=tuple(w["text"]),
         sampled_tokens=int(w["sampled_tokens"]),
         valid_grounding_lenient=bool(w.get("valid_grounding_lenient", False)),
+        answer_iou=None if w.get("answer_iou") is None else float(w["answer_iou"]),
+        right_image=None if w.get("right_image") is None else bool(w["right_image"]),
     )
 
 

@@ -165,6 +165,16 @@ class GroundingReward(NamedTuple):
     image: int | None  # the 1-based image number the model named
 
 
+def grounding_score(
+    result: GroundingReward, iou_reward: str = "continuous", format_weight: float = 0.5
+) -> float:
+    """The RL reward of a grounding answer: `format_weight` x format + the IoU (continuous) or its hit
+    (thresholded: 1 at IoU >= 0.5), the two accuracy rewards of arXiv 2507.00748."""
+    if iou_reward not in ("continuous", "thresholded"):
+        raise ValueError(f"iou_reward is 'continuous' or 'thresholded', got {iou_reward!r}")
+    return format_weight * result.format + (result.iou if iou_reward == "continuous" else result.hit)
+
+
 def parse_answer(reply: str) -> tuple[int, Box] | None:
     """(image number, box) of the last <answer>{"image": N, "bbox_2d": [...]}</answer>, or None."""
     answers = _ANSWER.findall(reply[-MAX_REPLY_CHARS:])

@@ -103,6 +103,15 @@ class RolloutConfig(_Section):
         description="custom Ray resources each actor needs (pins actors to a worker group)",
     )
     batch_prompts: int = Field(4, ge=1, le=4096)
+    iou_reward: Literal["continuous", "thresholded"] = Field(
+        "continuous", description="multi-image grounding's accuracy reward: the IoU, or 1 at IoU >= 0.5"
+    )
+    format_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=10.0,
+        description="multi-image grounding: weight of the <think>/<answer> format reward",
+    )
     box_rule: BoxRule = Field(
         BoxRule.STRICT,
         description="which replies carry a box: strict = the MGPO reference code's rule (the paper's "

@@ -33,6 +33,8 @@ RECENT = 256  # trajectories in the learner's rolling valid-grounding window
 ACTOR_STATES = ("starting", "idle", "rolling_out", "loading_weights", "admission_wait", "stopped")
 GROUP_OUTCOMES = ("used", "stale", "duplicate", "unreadable")
 LEARNER_GAUGES = ("loss", "kl", "entropy", "clip_fraction", "grad_norm", "is_weight", "reward", "accuracy")
+# set only by steps that trained on multi-image grounding samples
+GROUNDING_GAUGES = ("mean_iou", "iou_accuracy", "right_image_ratio")
 
 
 def targets_key(run: str) -> str:
@@ -171,7 +173,7 @@ class LearnerMetrics:
         )
         self.gauges = {
             name: Gauge(f"mgpo_learner_{name}", f"Last step's {name.replace('_', ' ')}", labels, registry=r)
-            for name in LEARNER_GAUGES
+            for name in LEARNER_GAUGES + GROUNDING_GAUGES
         }
         self.valid_ratio = Gauge(
             "mgpo_valid_grounding_ratio",
@@ -218,7 +220,8 @@ class LearnerMetrics:
         for value in staleness:
             self.staleness.labels(run).observe(value)
         for name, gauge in self.gauges.items():
-            gauge.labels(run).set(stats[name])
+            if name in stats:
+                gauge.labels(run).set(stats[name])
         self.valid_ratio.labels(run).set(stats["valid_grounding_ratio"])
         self.valid_ratio_lenient.labels(run).set(stats["valid_grounding_lenient_ratio"])
         self._recent.extend(s.valid_grounding for s in samples)

@@ -152,6 +152,8 @@ def actor_spec(
         max_pixels=r.max_pixels,
         batch_prompts=r.batch_prompts,
         box_rule=r.box_rule.value,
+        iou_reward=r.iou_reward,
+        format_weight=r.format_weight,
         claim_idle_ms=config.queue.claim_idle_ms,
         max_deliveries=config.queue.max_deliveries,
         seed=config.seed + 1000 * index,

@@ -167,4 +167,16 @@ def test_the_grounding_format_reward_fires_through_the_loop(tiny_small, tmp_path
     (sample,) = group.samples
     assert sample.text[0] == reply + IM_END
     assert sample.reward == pytest.approx(0.5 + 1.0, abs=0.05)  # format 1 (x 0.5) + IoU ~1 with the true box
-    assert sample.valid_grounding
+    assert sample.valid_grounding and sample.right_image and sample.answer_iou == pytest.approx(1.0, abs=0.05)
+    # the thresholded accuracy reward and another format weight, as the config says
+    thresholded = RolloutSettings(
+        MGPO,
+        TINY_BUDGET,
+        n=1,
+        max_turn_tokens=64,
+        temperature=0.0,
+        iou_reward="thresholded",
+        format_weight=0.2,
+    )
+    (group,) = Loop(engine, tok, store, thresholded).rollout([record], seed=0)
+    assert group.samples[0].reward == pytest.approx(0.2 + 1.0)

@@ -2,11 +2,13 @@ import pytest
 
 from mgpo.boxes import Box
 from mgpo.rewards import (
+    GroundingReward,
     boxed_count,
     choice_correct,
     choice_reward,
     counting_reward,
     grounding_reward,
+    grounding_score,
     last_boxed,
     parse_points,
     point_match,
@@ -59,6 +61,15 @@ def test_choice_reward_scores_only_the_last_boxed_answer():
     assert choice_reward(r"\boxed{c}", "C") == 1.0
     assert choice_reward(r"so \boxed{green bus}", "C", CHOICES) == 1.0
     assert choice_reward(r"\boxed{A red car}", "A", CHOICES) == 0.0
+
+
+def test_grounding_score_weighs_format_and_takes_the_iou_or_its_hit():
+    result = GroundingReward(format=1.0, iou=0.6, hit=1.0, image=2)
+    assert grounding_score(result) == pytest.approx(0.5 + 0.6)
+    assert grounding_score(result, "thresholded", 0.0) == 1.0
+    assert grounding_score(result._replace(iou=0.4, hit=0.0), "thresholded") == 0.5
+    with pytest.raises(ValueError, match="continuous"):
+        grounding_score(result, "binary")
 
 
 def test_counting_reward_accuracy_and_hungarian_point_reward():
