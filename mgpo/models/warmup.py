@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from mgpo.boxes import Box, check_box
 from mgpo.crop import crop_region, full_region, render_view, view_input_size
@@ -34,9 +35,10 @@ def teach(
     budget: PixelBudget,
     steps: int = 300,
     lr: float = 3e-3,
+    progress: bool = False,
 ) -> float:
     """Teacher-force each (prompt, images, reply) until the summed loss is tiny or `steps` ran out; returns
-    the last mean loss per example."""
+    the last mean loss per example. `progress`: a bar with the loss (a warm start can take minutes)."""
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     batches = []
     for prompt_ids, images, reply_ids in examples:
@@ -47,6 +49,7 @@ def teach(
         batches.append((inputs, labels))
     model.train()
     mean = float("inf")
+    bar = tqdm(total=steps, desc="format warm start", unit="step", disable=not progress)
     for _ in range(steps):
         total = 0.0
         for inputs, labels in batches:
@@ -57,8 +60,11 @@ def teach(
         optimiser.step()
         optimiser.zero_grad()
         mean = total / len(batches)
+        bar.update()
+        bar.set_postfix(loss=f"{mean:.3f}")
         if mean < 0.01:
             break
+    bar.close()
     model.eval()
     return mean
 
@@ -113,7 +119,8 @@ def format_warmup(
     torch.manual_seed(seed)
     processor = load_processor(model_dir)
     model = load_policy(model_dir)
-    teach(model, processor, format_examples(processor, data_dir, budget, prompts, seed), budget, steps)
+    examples = format_examples(processor, data_dir, budget, prompts, seed)
+    teach(model, processor, examples, budget, steps, progress=True)
     out = Path(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
