@@ -489,6 +489,13 @@ def _experiment_commands(commands: Subparsers) -> None:
     repro.add_argument("--out", default="out/reproduce", help="output folder (default %(default)s)")
     repro.add_argument("--smoke", action="store_true", help="a few steps of every stage (CI)")
     repro.add_argument(
+        "--experiment",
+        choices=("mgpo", "mig"),
+        default="mgpo",
+        help="mgpo: cold start, MGPO vs GRPO (vs multi-turn); mig: multi-image grounding (CoT, LoRA SFT, "
+        "selection, IoU RL) (default mgpo)",
+    )
+    repro.add_argument(
         "--seeds",
         type=_int_list,
         default=(0,),
@@ -523,6 +530,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     # SIGTERM as an exception, so the running stage is terminated too, not left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.experiment == "mig":
+        from recipes.reproduce_mig import reproduce_mig
+
+        out = args.out if args.out != "out/reproduce" else "out/reproduce-mig"
+        print(json.dumps(reproduce_mig(out, smoke=args.smoke), indent=2))
+        return 0
     try:
         result = reproduce(args.out, smoke=args.smoke, seeds=args.seeds, methods=args.methods)
     except ValueError as err:

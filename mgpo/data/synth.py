@@ -260,7 +260,11 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
 
 
 def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:
-    """2-4 images; the tag with a given glyph is in one of them. Answer: image number + box (0-1 of it)."""
+    """2-4 images; the tag with a given glyph is in one of them. Answer: image number + box (0-1 of it).
+
+    With `distractors` 0 the other images hold no tag at all (which image is then plain to see: a set a
+    tiny model can learn); `grid` centres the tag in a cell and `position_cue` paints the background ramps,
+    as for the multiple-choice set."""
     rng = _rng(seed, index, 1)
     n_images = int(rng.integers(2, 5))
     glyphs = [GLYPHS[i] for i in rng.permutation(len(GLYPHS))[:n_images]]
@@ -269,8 +273,14 @@ def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs
     for i in range(n_images):
         side = int(rng.integers(448, 897))
         image = _background(side, side, knobs.clutter // 4, rng)
-        box = _place(side, side, knobs.tag_size, [], rng)
-        image.paste(tag_image("glyph", glyphs[i], TARGET_FRAME, knobs), (int(box.x1), int(box.y1)))
+        if knobs.position_cue:
+            image = _position_background(side, side, rng)
+        if knobs.grid:
+            (box,) = _cell_spots(side, knobs.tag_size, knobs.grid, 1, rng)
+        else:
+            box = _place(side, side, knobs.tag_size, [], rng)
+        if i == target or knobs.distractors:
+            image.paste(tag_image("glyph", glyphs[i], TARGET_FRAME, knobs), (int(box.x1), int(box.y1)))
         if i == target:
             target_box = Box(box.x1 / side, box.y1 / side, box.x2 / side, box.y2 / side)
         images.append(image)

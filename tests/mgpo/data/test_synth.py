@@ -104,6 +104,17 @@ def test_grounding_sample_puts_the_named_glyph_in_the_target_image():
     assert image.getpixel((x, y)) == TARGET_FRAME
 
 
+def test_grounding_without_distractors_tags_only_the_target_image_in_a_grid_cell():
+    knobs = SynthKnobs(distractors=0, grid=4, clutter=0, position_cue=True, min_side=512, max_side=512)
+    s = synth_grounding_sample(0, 3, knobs)
+    target = int(s.answer) - 1
+    for i, image in enumerate(s.images):
+        red = (np.asarray(image) == TARGET_FRAME).all(axis=-1).sum()
+        assert (red > 100) == (i == target)  # the frame's pixels, in the target image only
+    centre = ((s.target_box.x1 + s.target_box.x2) / 2 * 4) % 1  # a cell centre in a 4x4 grid
+    assert centre == pytest.approx(0.5, abs=0.02)
+
+
 def test_counting_sample_has_one_point_per_red_disc():
     s = synth_counting_sample(0, 1)
     assert int(s.answer) == len(s.points) >= 1
