@@ -11,6 +11,7 @@ from runtime.metrics_log import MetricsLog
 
 def _row(correct, valid, crop, iou, alone=None, holds=False):
     r = {"correct": correct, "valid_grounding": valid, "crop": crop, "iou": iou, "crop_holds_target": holds}
+    r["valid_grounding_lenient"] = valid or crop is None  # the lenient rule read a box the strict one refused
     if alone is not None:
         r["crop_alone_correct"] = alone
     return r
@@ -25,6 +26,7 @@ def test_summarize_counts_invalid_boxes_as_zero_iou_and_failed_crops():
     ]
     result = summarize(rows)
     assert result["accuracy"] == 0.5 and result["valid_grounding_ratio"] == 0.5
+    assert result["valid_grounding_lenient_ratio"] == 1.0
     assert result["mean_iou_valid"] == pytest.approx(0.3) and result["mean_iou_all"] == pytest.approx(0.15)
     assert result["crop_alone_ratio"] == 0.25 and result["crop_holds_target_ratio"] == 0.25
     assert "crop_alone_ratio" not in summarize([_row(True, False, None, 0.0)])
@@ -55,3 +57,23 @@ def test_the_report_draws_curves_and_tabulates_evals(tmp_path):
     table = (tmp_path / "report" / "results.md").read_text()
     assert "| mgpo-run (mgpo) | final | mgpo | 0.800 | 0.950 | 0.200 | - | - | - |" in table
     assert out["curves"].endswith("curves.png")
+
+
+def test_the_seeds_table_has_a_row_per_seed_and_dashes_for_what_is_missing():
+    from recipes.reproduce import seeds_table
+
+    rows = [
+        {
+            "seed": 0,
+            "mgpo_valid_start": 0.04,
+            "mgpo_valid_end": 0.98,
+            "mgpo_test_final": 0.6,
+            "grpo_test_final": 0.3,
+            "mgpo_minus_grpo": 0.3,
+        },
+        {"seed": 1, "mgpo_valid_start": 0.5},
+    ]
+    table = seeds_table(rows).splitlines()
+    assert len(table) == 4 and table[0].startswith("| seed | MGPO valid, first 10 steps")
+    assert table[2] == "| 0 | 0.04 | 0.98 | - | 0.60 | 0.30 | 0.30 |"
+    assert table[3] == "| 1 | 0.50 | - | - | - | - | - |"
