@@ -20,7 +20,7 @@ from mgpo.boxes import BoxRule
 from mgpo.checks import prompt_image_limit
 from mgpo.images import ImageStore
 from mgpo.resize import PixelBudget
-from mgpo.templates import Mode, template_for
+from mgpo.templates import Mode, template_for, with_box_hint
 from runtime.metrics import RolloutMetrics, serve_metrics, unregister
 from runtime.queue import Queue, group_id
 from runtime.run_state import RunState
@@ -50,6 +50,7 @@ class ActorSpec:
     box_rule: str = BoxRule.STRICT.value
     iou_reward: str = "continuous"
     format_weight: float = 0.5
+    box_hint: bool = False
     pre_shrink: bool = False  # evaluation only: the MGPO reference's input frame (mgpo.resize)
     claim_idle_ms: int = 60_000
     max_deliveries: int = 3  # a prompt delivered this often without completing goes to the dead letters
@@ -99,8 +100,9 @@ def engine_tokenizer(engine: Engine) -> object:
 
 
 def rollout_settings(spec: ActorSpec) -> RolloutSettings:
+    template = template_for(Mode(spec.mode), spec.max_crops)
     return RolloutSettings(
-        template=template_for(Mode(spec.mode), spec.max_crops),
+        template=with_box_hint(template) if spec.box_hint else template,
         budget=PixelBudget(spec.min_pixels, spec.max_pixels, spec.pre_shrink),
         n=spec.n,
         max_turn_tokens=spec.max_turn_tokens,

@@ -8,6 +8,7 @@ turn 2 shows the crop (or the original again when the box is invalid) with the q
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass
 from enum import StrEnum
@@ -130,6 +131,18 @@ GROUNDING_PROMPT = (
     "{question}\nThink inside <think></think>, then give the image number and the box of the target "
     'in that image\'s pixel coordinates as <answer>{{"image": N, "bbox_2d": [x1, y1, x2, y2]}}</answer>.'
 )
+
+
+# Not in the paper: the box's JSON shape shown at the end of the turn-1 text. The paper's 7B knows Qwen's
+# grounding format from pre-training; a model that does not can copy it from the prompt (rollout.box_hint).
+BOX_HINT = '\n```json\n[{{"bbox_2d": [x1, y1, x2, y2], "label": "key image area"}}]\n```'
+
+
+def with_box_hint(template: Template) -> Template:
+    """`template` with BOX_HINT after its turn-1 text (the two-turn and single-turn templates only)."""
+    if template.mode is Mode.MULTITURN:
+        raise ValueError("box_hint is for the mgpo and grpo templates; multiturn states its own JSON")
+    return dataclasses.replace(template, first=template.first + BOX_HINT)
 
 
 def template_for(mode: Mode, max_crops: int = 1) -> Template:

@@ -112,6 +112,11 @@ class RolloutConfig(_Section):
         le=10.0,
         description="multi-image grounding: weight of the <think>/<answer> format reward",
     )
+    box_hint: bool = Field(
+        False,
+        description="not in the paper: show the box's JSON shape after the turn-1 text (for a model that does "
+        "not know Qwen's grounding format from pre-training; mgpo and grpo modes)",
+    )
     box_rule: BoxRule = Field(
         BoxRule.STRICT,
         description="which replies carry a box: strict = the MGPO reference code's rule (the paper's "
@@ -125,6 +130,8 @@ class RolloutConfig(_Section):
 
     @model_validator(mode="after")
     def _budget(self) -> RolloutConfig:
+        if self.box_hint and self.mode is Mode.MULTITURN:
+            raise ValueError("box_hint is for the mgpo and grpo modes: multiturn states its own JSON")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
         turns = (self.max_crops if self.mode is Mode.MULTITURN else 1) + 1

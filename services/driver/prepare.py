@@ -154,6 +154,7 @@ def actor_spec(
         box_rule=r.box_rule.value,
         iou_reward=r.iou_reward,
         format_weight=r.format_weight,
+        box_hint=r.box_hint,
         claim_idle_ms=config.queue.claim_idle_ms,
         max_deliveries=config.queue.max_deliveries,
         seed=config.seed + 1000 * index,

@@ -161,3 +161,16 @@ def test_expand_image_pads_repeats_each_pad_by_its_token_count():
     assert out.logprobs.tolist() == [0, 0, 0, -1, 0, 0, 0, -2]
     with pytest.raises(ValueError, match="2 image pads"):
         expand_image_pads(seq, pad, [1])
+
+
+def test_the_box_hint_is_an_opt_in_addition_to_the_papers_turn_one():
+    from mgpo.templates import BOX_HINT, with_box_hint
+
+    hinted = first_prompt(with_box_hint(MGPO), "Q?", CHOICES)
+    assert hinted == first_prompt(MGPO, "Q?", CHOICES).replace(
+        "in JSON format.<|im_end|>",
+        'in JSON format.\n```json\n[{"bbox_2d": [x1, y1, x2, y2], "label": "key image area"}]\n```<|im_end|>',
+    )
+    assert "{{" in BOX_HINT and with_box_hint(GRPO).first.endswith(BOX_HINT)
+    with pytest.raises(ValueError, match="multiturn states its own JSON"):
+        with_box_hint(multiturn(2))

@@ -73,6 +73,8 @@ def test_cross_field_problems_say_how_to_fix_them():
     with pytest.raises(ConfigError, match="raise max_staleness or lower sync_every"):
         parse_config({"learner": {"sync_every": 3, "max_staleness": 1}})
     assert parse_config({"learner": {"sync_every": 3, "max_staleness": 2}}).learner.max_staleness == 2
+    with pytest.raises(ConfigError, match="box_hint is for the mgpo and grpo modes"):
+        parse_config({"rollout": {"mode": "multiturn", "box_hint": True}})
     with pytest.raises(ConfigError, match="warmup_steps is for the random tiny model"):
         parse_config({"model": {"path": "/models/qwen2.5-vl-7b", "warmup_steps": 10}})
 
