@@ -225,27 +225,8 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     model = _policy(config, start_path, checkpoint)
     processor = load_processor(str(start_path))
     trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.0)
-    # Warm-up, stable, decay: a constant lr of 1e-3 leaves the tiny model's skills swinging from one eval to
-    # the next (grounding 0.12 -> 0.81 -> 0.75 250 steps apart, measured), and decaying it over the whole run
-    # starves the long stable stretch in which it leaves its first plateau (chance at both skills).
-    schedule = get_wsd_schedule(
-        optimizer,
-        config.lr_warmup_steps,
-        config.lr_decay_steps,
-        num_stable_steps=config.steps - config.lr_warmup_steps - config.lr_decay_steps,
-        min_lr_ratio=config.lr_min_ratio,
-    )
-    step = 0
+    optimizer, schedule, step = _optimizer(config, trained, checkpoint)
     if checkpoint is not None:
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-        if not (checkpoint / "schedule.pt").exists():
-            raise FileNotFoundError(
-                f"{checkpoint} has no schedule.pt (written before `mgpo sft` had an lr schedule): "
-                "run without --resume to start the cold start anew"
-            )
-        schedule.load_state_dict(torch.load(checkpoint / "schedule.pt", weights_only=True))
-        step = json.loads((checkpoint / "state.json").read_text())["step"]
         console.print(f"resuming from {checkpoint} (step {step})")
     by_skill, shares, held_out = _examples(config, budget)
     rng = random.Random(config.seed * 1000 + step)
@@ -296,6 +277,33 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _optimizer(
+    config: SFTConfig, trained: list[torch.nn.Parameter], checkpoint: Path | None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
+    """AdamW over the trained parameters, its lr schedule and the step to start at (a checkpoint's)."""
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.0)
+    # Warm-up, stable, decay: a constant lr of 1e-3 leaves the tiny model's skills swinging from one eval to
+    # the next (grounding 0.12 -> 0.81 -> 0.75 250 steps apart, measured), and decaying it over the whole run
+    # starves the long stable stretch in which it leaves its first plateau (chance at both skills).
+    schedule = get_wsd_schedule(
+        optimizer,
+        config.lr_warmup_steps,
+        config.lr_decay_steps,
+        num_stable_steps=config.steps - config.lr_warmup_steps - config.lr_decay_steps,
+        min_lr_ratio=config.lr_min_ratio,
+    )
+    if checkpoint is None:
+        return optimizer, schedule, 0
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    if not (checkpoint / "schedule.pt").exists():
+        raise FileNotFoundError(
+            f"{checkpoint} has no schedule.pt (written before `mgpo sft` had an lr schedule): "
+            "run without --resume to start the cold start anew"
+        )
+    schedule.load_state_dict(torch.load(checkpoint / "schedule.pt", weights_only=True))
+    return optimizer, schedule, json.loads((checkpoint / "state.json").read_text())["step"]
 
 
 def _examples(

@@ -442,7 +442,21 @@ def _experiment_commands(commands: Subparsers) -> None:
     sft.add_argument("--config", required=True, help="SFT config YAML (configs/sft/cold-start.yaml)")
     sft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     sft.set_defaults(func=cmd_sft)
+    _eval_command(commands)
+    _reproduce_command(commands)
 
+    report = commands.add_parser("report", help="curves and a results table from run folders")
+    report.add_argument("runs", nargs="+", help="run folders (metrics.jsonl, eval-*.json)")
+    report.add_argument("--out", default="out/report", help="output folder (PNG, CSV, Markdown)")
+    report.set_defaults(func=cmd_report)
+
+    demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
+    demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+
+def _eval_command(commands: Subparsers) -> None:
     evaluate = commands.add_parser(
         "eval",
         help="a policy on a test split or a benchmark folder: accuracy, grounding, IoU, crop-alone",
@@ -486,11 +500,8 @@ def _experiment_commands(commands: Subparsers) -> None:
     _budget_flags(evaluate, 64, 256)
     evaluate.set_defaults(func=cmd_eval)
 
-    report = commands.add_parser("report", help="curves and a results table from run folders")
-    report.add_argument("runs", nargs="+", help="run folders (metrics.jsonl, eval-*.json)")
-    report.add_argument("--out", default="out/report", help="output folder (PNG, CSV, Markdown)")
-    report.set_defaults(func=cmd_report)
 
+def _reproduce_command(commands: Subparsers) -> None:
     repro = commands.add_parser(
         "reproduce", help="cold start, MGPO vs GRPO vs multi-turn RL, eval, report (make reproduce)"
     )
@@ -516,11 +527,6 @@ def _experiment_commands(commands: Subparsers) -> None:
         help="comma-separated methods to train (default mgpo,grpo,multiturn)",
     )
     repro.set_defaults(func=cmd_reproduce)
-
-    demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
-    demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=cmd_demo)
 
 
 def _serve_command(commands: Subparsers) -> None:
