@@ -15,7 +15,7 @@ from mgpo.resize import MAX_ASPECT_RATIO
 
 # Images a prompt may bring beyond what a multiple-choice rollout adds itself (its crops): the rollout
 # engine is started with `max_crops + EXTRA_PROMPT_IMAGES` images per prompt (actors.rollout_actor).
-EXTRA_PROMPT_IMAGES = 4
+EXTRA_PROMPT_IMAGES = 6  # MIG-Bench's records carry up to 6 images
 WHOLE_NUMBER = re.compile(r"[0-9]+")
 DIGEST = re.compile(
     r"[0-9a-f]{64}"

@@ -54,8 +54,8 @@ def test_prompt_problems_name_what_the_loop_would_refuse(record, problem):
     assert prompt_problems(record, max_images=5) == [problem]
 
 
-def test_the_engine_takes_the_crops_plus_four_prompt_images():
-    assert prompt_image_limit(max_crops=1) == 5 and prompt_image_limit(max_crops=3) == 7
+def test_the_engine_takes_the_crops_plus_the_six_images_of_a_mig_bench_record():
+    assert prompt_image_limit(max_crops=1) == 7 and prompt_image_limit(max_crops=3) == 9
 
 
 def test_image_problems_follow_the_resize_rule():
