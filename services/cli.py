@@ -201,22 +201,16 @@ def _config(args: argparse.Namespace) -> object:
     return config.model_copy(update=overrides) if overrides else config
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import shutil
-    import signal
 
+    from services.driver.prepare import stop_on_sigterm
     from services.driver.trainer import Trainer
 
     config = _config(args)
     if args.fresh and config.run_dir.exists():
         shutil.rmtree(config.run_dir)
-    # SIGTERM (a pod being deleted, `kill`) stops the run like Ctrl-C: its Redis, actors and learner are shut
-    # down; by default the signal ended the process at once and left its private Redis server running.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()  # before Ray starts too: the private Redis is up first
     try:
         summary = Trainer(config, resume=args.resume).run()
     except KeyboardInterrupt:

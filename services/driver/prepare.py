@@ -4,6 +4,8 @@ actors (built from the run config: each component gets only the fields it uses).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +63,19 @@ def prepare_model(config: RunConfig, data_dir: Path, console: Console) -> str:
     return str(folder)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop: a repeat must not cut the shutdown short
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a pod being deleted, `kill`) stops the run as Ctrl-C does, so its finally shuts Redis, the
+    actors and the learner down. Ray's driver installs its own handler, which ends the process at once and
+    left the run's private Redis server running: this one replaces it, after ray.init."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def start_ray(config: RunConfig) -> bool:
     """Join the configured Ray cluster or start a local one; False when Ray was already up."""
     import ray
@@ -69,12 +84,14 @@ def start_ray(config: RunConfig) -> bool:
         return False
     if config.ray_address is not None:
         ray.init(address=config.ray_address, namespace="mgpo", log_to_driver=False)
+        stop_on_sigterm()
         return True
     # logical CPUs: every actor and the learner reserve one; on a 2-core box they time-share
     cpus = max(os.cpu_count() or 1, config.rollout.actors + 4)
     ray.init(
         num_cpus=cpus, namespace="mgpo", include_dashboard=False, log_to_driver=False, logging_level="WARNING"
     )
+    stop_on_sigterm()
     try:
         check_gpus(config, ray.cluster_resources().get("GPU", 0.0))
     except ValueError:

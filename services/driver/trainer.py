@@ -369,11 +369,13 @@ class Trainer:
         import ray
 
         self._stopping.set()
-        if hasattr(self, "membership"):
-            self.membership.close_all()
-        if hasattr(self, "metrics"):
-            self.metrics.close()
-        if self._started_ray:
-            ray.shutdown()
-        if self.redis_server is not None:
-            self.redis_server.stop()
+        try:
+            if hasattr(self, "membership"):
+                self.membership.close_all()
+            if hasattr(self, "metrics"):
+                self.metrics.close()
+            if self._started_ray:
+                ray.shutdown()
+        finally:  # whatever cut the shutdown short, the run's private Redis server must not outlive it
+            if self.redis_server is not None:
+                self.redis_server.stop()

@@ -19,3 +19,20 @@ def test_each_actor_gets_its_own_seed_and_the_queue_settings():
     specs = [actor_spec(config, "m", "redis://x", f"a{i}", i, None, 0) for i in range(2)]
     assert [s.seed for s in specs] == [5, 1005]
     assert {(s.max_deliveries, s.claim_idle_ms) for s in specs} == {(7, 900)}
+
+
+def test_sigterm_stops_the_run_like_ctrl_c_once_and_a_repeat_does_not_cut_the_shutdown_short():
+    import os
+    import signal
+
+    from services.driver.prepare import stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt, match="signal 15"):
+            os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler at the next bytecode
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored: the shutdown that the first one started goes on
+    finally:
+        signal.signal(signal.SIGTERM, before)
