@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 from mgpo.crop import view_input_size
 from mgpo.data.cot import rationale, write_replies
-from mgpo.data.dataset import open_store, read_prompts, write_prompts
+from mgpo.data.dataset import open_store, read_prompts, write_subset
 from mgpo.images import ImageStore
 from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import PixelBudget
@@ -73,10 +72,6 @@ def make_cot(
         raise ValueError(
             f"the teacher {teacher} answered none of {len(grounding)} records right: nothing to keep"
         )
-    store = ImageStore(Path(out) / "images")
-    for r in kept:
-        for digest in r.images:
-            store.put_bytes(source.path(digest).read_bytes(), check=False)
     counts = {
         "records": len(records),
         "grounding_records": len(grounding),
@@ -91,7 +86,7 @@ def make_cot(
         "max_pixels": budget.max_pixels,
         **counts,
     }
-    write_prompts(out, kept, meta)
+    write_subset(out, kept, source, meta)
     write_replies(out, {r.id: replies[r.id] for r in kept})
     result = {"out": str(out), **counts, "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(result), flush=True)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from actors.loop import Loop, Tokenizer
 from actors.rollout_actor import build_engine, engine_tokenizer, rollout_settings
-from mgpo.data.dataset import open_store, read_prompts, write_prompts
+from mgpo.data.dataset import open_store, read_prompts, write_subset
 from mgpo.images import ImageStore
 from mgpo.records import PromptRecord
 from mgpo.resize import PixelBudget
@@ -125,10 +125,8 @@ def select(
             f"no prompt of {len(records)} has a pass rate strictly between {low} and {high} "
             f"(histogram in {folder / 'pass_rates.png'}): widen the bounds or change the model"
         )
-    store = ImageStore(folder / "images")
-    for r in kept:
-        for digest in r.images:
-            store.put_bytes(source.path(digest).read_bytes(), check=False)
-    write_prompts(folder, kept, {"format": "mgpo-selected", "source": str(data), "model": model, **summary})
+    write_subset(
+        folder, kept, source, {"format": "mgpo-selected", "source": str(data), "model": model, **summary}
+    )
     print(json.dumps({"out": str(folder), "kept": len(kept), "prompts": len(records)}), flush=True)
     return summary

@@ -117,3 +117,14 @@ def write_prompts(root: str | os.PathLike[str], records: list[PromptRecord], met
         for record in records:
             out.write(record.to_json() + "\n")
     (root / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def write_subset(
+    root: str | os.PathLike[str], records: list[PromptRecord], source: ImageStore, meta: dict[str, object]
+) -> None:
+    """Write `records` of another dataset folder (images in `source`) as a dataset folder of their own."""
+    store = open_store(root)
+    for record in records:
+        for digest in record.images:
+            store.put_bytes(source.path(digest).read_bytes(), check=False)  # checked when first stored
+    write_prompts(root, records, meta)
