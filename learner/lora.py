@@ -34,6 +34,7 @@ def add_lora(model: torch.nn.Module, lora: LoraSection) -> PeftModel:
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=target_pattern(lora),
+        modules_to_save=list(lora.modules_to_save) or None,
         bias="none",
     )
     try:

@@ -359,10 +359,16 @@ class LoraSection(_Section):
     freeze_vision: bool = Field(
         True, description="adapters on the language model only (the vision tower frozen)"
     )
+    modules_to_save: tuple[str, ...] = Field(
+        (),
+        description="modules trained in full beside the adapters (peft's name), e.g. embed_tokens, lm_head: "
+        "a base model with no language yet (the random tiny one) has nothing for adapters to adapt",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> LoraSection:
-        bad = [m for m in self.target_modules if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m)]
+        names = self.target_modules + self.modules_to_save
+        bad = [m for m in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m)]
         if bad:
             raise ValueError(f"target_modules {bad}: module names are identifiers like q_proj")
         return self

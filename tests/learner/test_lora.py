@@ -31,6 +31,13 @@ def test_only_the_adapters_train(tiny_small):
         add_lora(load_policy(tiny_small), LoraSection(target_modules=("nothing_here",)))
 
 
+def test_modules_to_save_train_in_full_beside_the_adapters(tiny_small):
+    model = add_lora(load_policy(tiny_small), LoraSection(rank=4, modules_to_save=("embed_tokens", "lm_head")))
+    full = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert len(full) == 2 and all("modules_to_save" in n for n in full)
+    assert any("lm_head" in n for n in full) and any("embed_tokens" in n for n in full)
+
+
 def _sft(tmp_path, steps):
     return SFTConfig.model_validate(
         {
@@ -42,7 +49,7 @@ def _sft(tmp_path, steps):
             "lr": 1e-2,
             "eval_every": steps,
             "checkpoint_every": 2,
-            "lora": {"rank": 4, "alpha": 8},
+            "lora": {"rank": 4, "alpha": 8, "modules_to_save": ["lm_head"]},
         }
     )
 
@@ -53,7 +60,8 @@ def test_lora_sft_resumes_writes_its_adapter_and_a_merged_model_that_merge_repro
     run_sft(config)
     base = config.run_dir / "model-init"
     adapter, merged = config.run_dir / "adapter", config.run_dir / "model"
-    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 4 and adapter_config["modules_to_save"] == ["lm_head"]
     # resumed from the step-2 adapter checkpoint, two more steps
     summary = run_sft(config.model_copy(update={"steps": 4, "eval_every": 4}), resume=True)
     assert summary["steps"] == 4
