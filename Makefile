@@ -11,7 +11,7 @@ CHECKOV := .venv-checkov/bin/checkov
 # Debian packages the tests drive: Chromium (rollout viewer test) and promtool (alert rules).
 SYSTEM_PACKAGES := chromium prometheus
 
-.PHONY: venv system test demo reproduce lint clean
+.PHONY: venv system test demo reproduce reproduce-mig lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,6 +54,9 @@ demo: $(STAMP)
 
 reproduce: $(STAMP)  # the paper's effect on a CPU: cold start, MGPO vs GRPO vs multi-turn, eval, report
 	$(BIN)/mgpo reproduce --out out/reproduce
+
+reproduce-mig: $(STAMP)  # multi-image grounding: CoT, LoRA SFT, merge, selection, IoU RL, evals
+	$(BIN)/mgpo reproduce --experiment mig --out out/reproduce-mig
 
 clean:
 	rm -rf $(VENV) .venv-checkov out .pytest_cache .ruff_cache

@@ -60,6 +60,8 @@ class _Sample:
     boxes_lenient: list[bool] = field(default_factory=list)  # the same boxes by the lenient rule
     answer_iou: float | None = None  # multi-image grounding
     right_image: bool | None = None
+    answer_image: int | None = None
+    answer_box: Box | None = None
     finish_reason: str = ""
     done: bool = False
     keep: bool = True  # False: masked out of the loss (over turns / over length)
@@ -275,6 +277,8 @@ class Loop:
             result = grounding_reward(reply, int(record.answer), record.target_box or Box(0, 0, 0, 0), sizes)
             sample.reward = grounding_score(result, self.settings.iou_reward, self.settings.format_weight)
             sample.answer_iou, sample.right_image = result.iou, result.image == int(record.answer)
+            if result.box is not None:
+                sample.answer_image, sample.answer_box = result.image, result.box
             sample.boxes_valid.append(result.iou > 0)
             sample.boxes_lenient.append(result.iou > 0)
         self._finish(sample, completion.finish_reason, keep=True)
@@ -319,6 +323,8 @@ class Loop:
                     valid_grounding_lenient=bool(s.boxes_lenient) and all(s.boxes_lenient),
                     answer_iou=s.answer_iou,
                     right_image=s.right_image,
+                    answer_image=s.answer_image,
+                    answer_box=s.answer_box,
                 )
             )
         return TrajectoryGroup(

@@ -94,6 +94,10 @@ class TrajectorySample:
     # the answer named the right image; None for every other task
     answer_iou: float | None = None
     right_image: bool | None = None
+    # multi-image grounding only, for the viewer: the image the answer named (1-based) and its box there,
+    # normalised 0-1 like PromptRecord.target_box; None when the answer named no image it was shown
+    answer_image: int | None = None
+    answer_box: Box | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ def _sample_to_wire(s: TrajectorySample) -> dict[str, Any]:
         "valid_grounding_lenient": bool(s.valid_grounding_lenient),
         "answer_iou": s.answer_iou,
         "right_image": s.right_image,
+        "answer_image": s.answer_image,
+        "answer_box": list(s.answer_box) if s.answer_box is not None else None,
     }
 
 
@@ -170,6 +176,8 @@ def _sample_from_wire(w: dict[str, Any]) -> TrajectorySample:
         valid_grounding_lenient=bool(w.get("valid_grounding_lenient", False)),
         answer_iou=None if w.get("answer_iou") is None else float(w["answer_iou"]),
         right_image=None if w.get("right_image") is None else bool(w["right_image"]),
+        answer_image=None if w.get("answer_image") is None else int(w["answer_image"]),
+        answer_box=Box(*w["answer_box"]) if w.get("answer_box") is not None else None,
     )
 
 

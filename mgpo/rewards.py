@@ -163,6 +163,7 @@ class GroundingReward(NamedTuple):
     iou: float  # IoU with the true box in the TARGET image, 0.0 when the image is wrong
     hit: float  # 1.0 when iou >= threshold (MIG-Bench: Acc@IoU>=0.5)
     image: int | None  # the 1-based image number the model named
+    box: Box | None = None  # the answer box normalised 0-1 to the named image (None: no such image)
 
 
 def grounding_score(
@@ -213,9 +214,11 @@ def grounding_reward(
         return GroundingReward(0.0, 0.0, 0.0, None)
     image, box = parsed
     well_formed = 1.0 if _FORMAT.match(reply[-MAX_REPLY_CHARS:]) else 0.0
-    if image != target_image or not 1 <= image <= len(input_sizes):
+    if not 1 <= image <= len(input_sizes):
         return GroundingReward(well_formed, 0.0, 0.0, image)
     width, height = input_sizes[image - 1]
     normalised = Box(box.x1 / width, box.y1 / height, box.x2 / width, box.y2 / height)
+    if image != target_image:
+        return GroundingReward(well_formed, 0.0, 0.0, image, normalised)
     overlap = iou(normalised, target_box)
-    return GroundingReward(well_formed, overlap, 1.0 if overlap >= threshold else 0.0, image)
+    return GroundingReward(well_formed, overlap, 1.0 if overlap >= threshold else 0.0, image, normalised)

@@ -28,6 +28,7 @@ def group_entry(
     return {
         "group": group.id,
         "prompt_id": prompt.id,
+        "kind": prompt.kind.value,
         "question": prompt.question,
         "choices": list(prompt.choices),
         "answer": prompt.answer,
@@ -46,6 +47,10 @@ def group_entry(
                 "crops": [
                     {"image": v.image, "region": list(v.region)} for v in s.views if v.region is not None
                 ],
+                # multi-image grounding: the answer's image (1-based) and box (0-1), and how well it did
+                "answer_image": s.answer_image,
+                "answer_box": list(s.answer_box) if s.answer_box is not None else None,
+                "answer_iou": s.answer_iou,
             }
             for s in group.samples
         ],

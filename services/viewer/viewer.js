@@ -40,17 +40,40 @@ function rect(box, cls) {
   return el("svg:rect", { class: cls, x: x1, y: y1, width: x2 - x1, height: y2 - y1 });
 }
 
-function card(run, t) {
-  const first = t.images[0];
-  const [w, h] = first.size;
+// One image with boxes over it, drawn in its own pixels.
+function framed(run, image, boxes, maxSide) {
+  const [w, h] = image.size;
   const overlay = el("svg:svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none" });
-  if (t.target_box) overlay.append(rect(t.target_box, "box-true"));
-  for (const c of t.crops) if (c.image === first.hash) overlay.append(rect(c.region, "box-pred"));
-  const frame = el("div", { class: "frame" },
-    el("img", { class: "original", src: imageUrl(run, first.hash, null, 1024), alt: "original image" }), overlay);
+  for (const [box, cls] of boxes) overlay.append(rect(box, cls));
+  return el("div", { class: "frame" },
+    el("img", { class: "original", src: imageUrl(run, image.hash, null, maxSide), alt: "image" }), overlay);
+}
+
+// Multi-image grounding boxes are normalised 0-1 to their image: scale them to its pixels.
+const scaled = (box, [w, h]) => [box[0] * w, box[1] * h, box[2] * w, box[3] * h];
+
+// Every image of a multi-image grounding prompt, numbered, with the true box on the target image and the
+// answer's box on the image the answer named.
+function groundingFrames(run, t) {
+  const frames = el("div", { class: "frames" });
+  t.images.forEach((image, i) => {
+    const boxes = [];
+    if (t.target_box && String(i + 1) === t.answer) boxes.push([scaled(t.target_box, image.size), "box-true"]);
+    if (t.answer_box && t.answer_image === i + 1) boxes.push([scaled(t.answer_box, image.size), "box-pred"]);
+    frames.append(el("figure", {}, framed(run, image, boxes, 512), el("figcaption", { text: `image ${i + 1}` })));
+  });
+  return frames;
+}
+
+function card(run, t) {
+  const grounding = t.kind === "multi_image_grounding";
+  const first = t.images[0];
+  const boxes = t.target_box && !grounding ? [[t.target_box, "box-true"]] : [];
+  for (const c of t.crops) if (c.image === first.hash) boxes.push([c.region, "box-pred"]);
+  const frame = grounding ? groundingFrames(run, t) : framed(run, first, boxes, 1024);
 
   const crops = el("div", { class: "crops" });
-  if (t.crops.length === 0) crops.append(el("div", { class: "none", text: "no crop (no valid box)" }));
+  if (!grounding && t.crops.length === 0) crops.append(el("div", { class: "none", text: "no crop (no valid box)" }));
   for (const c of t.crops) {
     crops.append(el("img", { class: "crop", src: imageUrl(run, c.image, c.region, 480), alt: "crop" }));
   }
@@ -61,14 +84,17 @@ function card(run, t) {
   t.text.forEach((reply, i) => turns.append(el("div", { text: `turn ${i + 1}` }), el("pre", { text: reply })));
   const badges = el("div", { class: "badges" },
     el("span", { class: t.reward >= 1 ? "good" : "bad", text: `reward ${t.reward.toFixed(2)}` }),
-    el("span", { class: t.valid_grounding ? "good" : "bad",
-                 text: t.valid_grounding ? "valid grounding" : "invalid grounding" }),
-    el("span", { text: `answer ${t.answer}` }),
+    grounding
+      ? el("span", { class: t.answer_iou >= 0.5 ? "good" : "bad",
+                     text: `IoU ${(t.answer_iou ?? 0).toFixed(2)}, named image ${t.answer_image ?? "none"}` })
+      : el("span", { class: t.valid_grounding ? "good" : "bad",
+                     text: t.valid_grounding ? "valid grounding" : "invalid grounding" }),
+    el("span", { text: grounding ? `target image ${t.answer}` : `answer ${t.answer}` }),
     el("span", { text: `v${t.policy_version}` }),
     el("span", { text: `${t.turns} turn(s), ${t.finish_reason}` }),
     el("span", { text: t.actor }));
   const text = el("div", { class: "text" }, el("h3", { text: t.question }), choices, badges, turns);
-  return el("article", { class: `traj ${t.valid_grounding ? "valid" : "invalid"}`,
+  return el("article", { class: `traj ${t.valid_grounding ? "valid" : "invalid"}${grounding ? " grounding" : ""}`,
                          "data-group": t.group, "data-sample": t.sample }, frame, crops, text);
 }
 

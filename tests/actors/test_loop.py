@@ -168,6 +168,7 @@ def test_the_grounding_format_reward_fires_through_the_loop(tiny_small, tmp_path
     assert sample.text[0] == reply + IM_END
     assert sample.reward == pytest.approx(0.5 + 1.0, abs=0.05)  # format 1 (x 0.5) + IoU ~1 with the true box
     assert sample.valid_grounding and sample.right_image and sample.answer_iou == pytest.approx(1.0, abs=0.05)
+    assert sample.answer_image == target and sample.answer_box == pytest.approx(box, abs=0.02)
     # the thresholded accuracy reward and another format weight, as the config says
     thresholded = RolloutSettings(
         MGPO,

@@ -25,6 +25,10 @@ def _group() -> TrajectoryGroup:
                 finish_reason="stop",
                 text=("turn one", "turn two"),
                 valid_grounding_lenient=i != 2,
+                answer_iou=0.25 if i == 1 else None,
+                right_image=True if i == 1 else None,
+                answer_image=2 if i == 1 else None,
+                answer_box=Box(0.125, 0.25, 0.5, 0.75) if i == 1 else None,
             )
         )
     return TrajectoryGroup("g-1", "p-1", 7, tuple(samples), 200704, 1003520, "actor-0", {"generate_s": 0.5})
@@ -46,6 +50,12 @@ def test_trajectory_group_round_trips_bit_exactly():
         assert np.array_equal(a.logprobs, b.logprobs)
         assert b.views == a.views and b.views[1].region == Box(10, 20, 300, 400)
         assert b.valid_grounding_lenient == a.valid_grounding_lenient
+        assert (b.answer_iou, b.right_image, b.answer_image, b.answer_box) == (
+            a.answer_iou,
+            a.right_image,
+            a.answer_image,
+            a.answer_box,
+        )
         assert (b.reward, b.valid_grounding, b.turns, b.finish_reason, b.text) == (
             a.reward,
             a.valid_grounding,

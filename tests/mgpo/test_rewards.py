@@ -109,6 +109,10 @@ def test_grounding_reward_scores_format_and_iou_in_the_target_image():
     assert grounding_reward(half, 2, target, sizes).iou == pytest.approx(0.5)
     wrong_image = '<think>.</think><answer>{"image": 1, "bbox_2d": [112, 112, 336, 336]}</answer>'
     assert grounding_reward(wrong_image, 2, target, sizes)[1:3] == (0.0, 0.0)
+    # the answer box, normalised to the image it names (what the viewer draws): right or wrong image
+    assert r.box == pytest.approx(Box(0.25, 0.25, 0.75, 0.75))
+    assert grounding_reward(wrong_image, 2, target, sizes).box == pytest.approx(Box(0.25, 0.25, 0.75, 0.75))
+    assert grounding_reward(wrong_image.replace('"image": 1', '"image": 3'), 2, target, sizes).box is None
     no_think = '<answer>{"image": 2, "bbox_2d": [56, 56, 168, 168]}</answer>'
     assert grounding_reward(no_think, 2, target, sizes).format == 0.0
 

@@ -2,8 +2,10 @@
 
 Runs here are registered in Redis directly (no driver process), except where a real driver is the point."""
 
+import dataclasses
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mgpo.boxes import Box
 from mgpo.crop import View
 from mgpo.data.dataset import read_prompts, write_synthetic
-from mgpo.records import TrajectoryGroup, TrajectorySample
+from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
 from runtime.config import RunConfig, ServeConfig
 from runtime.metrics import LearnerMetrics, serve_metrics
 from runtime.queue import Queue
@@ -301,6 +303,64 @@ def test_trajectories_are_listed_newest_first_and_filtered(client, dataset):
     assert [i["reward"] for i in client.get("/runs/r1/trajectories?min_reward=0.5").json()] == [1.0]
     assert client.get("/runs/r1/trajectories?limit=1").json()[0]["sample"] == 0
     del config
+
+
+def _push_grounding(client: TestClient, dataset: Path) -> None:
+    """A multi-image grounding group (two images of the dataset) whose answer named the wrong image."""
+    (first, second) = [next(read_prompts(dataset)).images[0], list(read_prompts(dataset))[1].images[0]]
+    record = PromptRecord(
+        "g1", TaskKind.MULTI_IMAGE_GROUNDING, "where?", (first, second), "2", (), Box(0.1, 0.2, 0.3, 0.4)
+    )
+    sample = dataclasses.replace(
+        _group(first, (64, 48)).samples[1],
+        answer_iou=0.0,
+        right_image=False,
+        answer_image=1,
+        answer_box=Box(0.5, 0.5, 0.75, 1.0),
+    )
+    group = dataclasses.replace(_group(first, (64, 48)), samples=(sample,))
+    push_recent(client.redis, "r1", [group_entry(record, group, lambda h: (640, 480))])
+
+
+def test_a_grounding_trajectory_carries_the_answer_image_and_box_for_the_viewer(client, dataset):
+    _register(client, dataset)
+    _push_grounding(client, dataset)
+    (item,) = client.get("/runs/r1/trajectories").json()
+    assert item["kind"] == "multi_image_grounding" and item["answer"] == "2"
+    assert item["target_box"] == [0.1, 0.2, 0.3, 0.4] and len(item["images"]) == 2
+    assert (item["answer_image"], item["answer_box"], item["answer_iou"]) == (1, [0.5, 0.5, 0.75, 1.0], 0.0)
+
+
+def test_the_viewer_draws_every_image_of_a_grounding_prompt_with_both_boxes_in_chromium(client, dataset):
+    """The page in a real headless Chromium, its requests answered by this app (real Redis, no server)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (make test installs the Debian package)")
+    _register(client, dataset)
+    _push_grounding(client, dataset)
+
+    def answer(route):
+        response = client.get(route.request.url.removeprefix("http://mgpo.test"))
+        route.fulfill(status=response.status_code, headers=dict(response.headers), body=response.content)
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+        page = browser.new_page()
+        page.route("http://mgpo.test/**", answer)
+        page.goto("http://mgpo.test/viewer?run=r1")
+        page.wait_for_selector("article.traj.grounding figure")
+        figures = page.locator("article.traj.grounding figure")
+        assert figures.count() == 2
+        # the answer's box on image 1 (the one it named), the true box on image 2 (the target)
+        assert figures.nth(0).locator("rect.box-pred").count() == 1
+        assert figures.nth(0).locator("rect.box-true").count() == 0
+        assert figures.nth(1).locator("rect.box-true").count() == 1
+        assert figures.nth(1).locator("rect.box-pred").count() == 0
+        true_box = figures.nth(1).locator("rect.box-true")
+        assert [true_box.get_attribute(a) for a in ("x", "y")] == ["64", "96"]  # 0.1 x 640, 0.2 x 480
+        assert "IoU 0.00, named image 1" in page.locator("article.traj").inner_text()
+        browser.close()
 
 
 def test_the_image_endpoint_crops_a_region_of_the_original(client, dataset):
