@@ -32,7 +32,9 @@ def test_only_the_adapters_train(tiny_small):
 
 
 def test_modules_to_save_train_in_full_beside_the_adapters(tiny_small):
-    model = add_lora(load_policy(tiny_small), LoraSection(rank=4, modules_to_save=("embed_tokens", "lm_head")))
+    model = add_lora(
+        load_policy(tiny_small), LoraSection(rank=4, modules_to_save=("embed_tokens", "lm_head"))
+    )
     full = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
     assert len(full) == 2 and all("modules_to_save" in n for n in full)
     assert any("lm_head" in n for n in full) and any("embed_tokens" in n for n in full)
