@@ -25,7 +25,7 @@ from transformers.optimization import get_wsd_schedule
 
 from learner.lora import add_lora, load_adapter
 from mgpo.boxes import iou, parse_box
-from mgpo.cold_start import Example, skill_examples
+from mgpo.cold_start import Example, format_example, skill_examples
 from mgpo.crop import render_view
 from mgpo.data.cot import pairs as cot_pairs
 from mgpo.data.cot import read_replies
@@ -40,8 +40,11 @@ from mgpo.templates import IM_END, MGPO, opening_prompt
 from runtime.config import SFTConfig
 
 
-def build_examples(config: SFTConfig, seed: int, n: int, desc: str) -> list[Example]:
-    """Both skills on every tag of `n` synthetic samples of the split `seed`."""
+def build_examples(
+    config: SFTConfig, seed: int, n: int, desc: str, with_format: bool = False
+) -> list[Example]:
+    """Both skills on every tag of `n` synthetic samples of the split `seed`; `with_format` (and a
+    `format_share`): one turn-1 format example per sample too."""
     knobs = config.data.knobs()
     budget = PixelBudget(config.min_pixels, config.max_pixels)
     rng = random.Random(seed)
@@ -57,6 +60,8 @@ def build_examples(config: SFTConfig, seed: int, n: int, desc: str) -> list[Exam
             config.grounding_frames,
             config.product_wording,
         )
+        if with_format and config.format_share > 0:
+            out.append(format_example(sample, budget, config.box_cells, rng, config.format_box_share))
     return out
 
 
@@ -313,10 +318,12 @@ def _examples(
     if config.data.path is not None:
         train, held_out = cot_examples(config, budget)
         return [train], (1.0,), held_out
-    train = build_examples(config, config.data.train_seed, config.data.train_n, "train examples")
+    train = build_examples(config, config.data.train_seed, config.data.train_n, "train examples", True)
+    # the format examples are not evaluated: their rate shows at the first RL step, at temperature 1
     held_out = build_examples(config, config.data.eval_seed, config.data.eval_n, "eval examples")
-    by_skill = [[e for e in train if e.skill == skill] for skill in ("grounding", "recognition")]
-    return by_skill, (config.grounding_share, 1.0 - config.grounding_share), held_out
+    by_skill = [[e for e in train if e.skill == skill] for skill in ("grounding", "recognition", "format")]
+    # mixed_batch normalises the shares: a format share takes its part from both skills, in proportion
+    return by_skill, (config.grounding_share, 1.0 - config.grounding_share, config.format_share), held_out
 
 
 def _policy(config: SFTConfig, start: Path, checkpoint: Path | None) -> torch.nn.Module:

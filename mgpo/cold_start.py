@@ -7,7 +7,10 @@ Two skills, each on its own prompt, never the combined task:
 - recognition: a close-up of one tag (cut from the original, as a crop would be) and a question about it ->
   the letter of the right option in \\boxed{}.
 What RL must discover is the link: for THIS question, ground the red tag, then answer from the crop. No
-example shows a question together with a box, and no answer is ever supervised with the whole image.
+example shows a question together with the right box, and no answer is ever supervised with the whole image.
+Optionally (`format_example`) the MGPO turn-1 prompt with the real question is answered with a box around a
+tag drawn at random a set share of the time, else a guessed letter: the turn-1 format at a known rate, on
+every seed, and where to put the box still RL's to find.
 
 A box must have sides over 28 input pixels to be valid (MGPO's rule), and a tag is ~14 input pixels at the
 default budget, so the taught box is `cells` x `cells` cells of Qwen2.5-VL's 28-pixel merged-patch grid around
@@ -152,6 +155,22 @@ def recognition_example(
     images = (render_view(original, None, budget), close_up) if in_context else (close_up,)
     prompt = single_prompt(text, len(images), system, intro)
     return Example("recognition", prompt, images, f"\\boxed{{{letter}}}{IM_END}", letter)
+
+
+def format_example(
+    sample: SynthSample, budget: PixelBudget, cells: int, rng: random.Random, box_share: float
+) -> Example:
+    """The MGPO turn-1 prompt with the sample's own question -> (`box_share` of the time) a box around one of
+    its tags drawn at random, or a guessed option letter. Without it, how often the cold-start model boxes a
+    question depended on the seed alone (0.0, 0.13 and 0.69 of turn-1 replies at the start of RL, three
+    seeds): RL then had no format to reinforce, or no grounding left to discover."""
+    prompt = first_prompt(MGPO, sample.question, sample.choices)
+    if rng.random() < box_share:
+        box = taught_box(rng.choice(sample.tags), sample.images[0].size, budget, cells)
+        target = box_json(box, "key image area")
+    else:
+        target = f"\\boxed{{{rng.choice(LETTERS[: len(sample.choices)])}}}"
+    return Example("format", prompt, (render_view(sample.images[0], None, budget),), target + IM_END, target)
 
 
 def skill_examples(

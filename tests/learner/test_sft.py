@@ -24,6 +24,24 @@ def test_a_skill_with_no_examples_leaves_the_whole_batch_to_the_other():
     assert mixed_batch([[], ["r"]], (0.75, 0.25), 4, random.Random(0)) == ["r"] * 4
 
 
+def test_a_format_share_adds_turn_1_format_examples_to_training_never_to_the_held_out_set():
+    from learner.sft import _examples
+    from mgpo.resize import PixelBudget
+
+    data = {"train_n": 3, "eval_n": 2, "min_side": 512, "max_side": 512, "clutter": 0}
+    config = SFTConfig.model_validate(
+        {"data": data, "grounding_share": 2 / 3, "format_share": 1 / 12, "batch": 12}
+    )
+    by_skill, shares, held_out = _examples(config, PixelBudget(config.min_pixels, config.max_pixels))
+    assert [len(pool) for pool in by_skill] == [12, 12, 3]  # 4 tags x 3 samples; one format example each
+    assert {e.skill for e in by_skill[2]} == {"format"} and {e.skill for e in held_out} == {
+        "grounding",
+        "recognition",
+    }
+    batch = mixed_batch([["g"] * 9, ["r"] * 9, ["f"] * 9], shares, 12, random.Random(0))
+    assert "".join(batch) == "g" * 7 + "r" * 4 + "f"
+
+
 def _lrs(run_dir) -> dict[int, float]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return {m["step"]: m["lr"] for m in map(json.loads, lines) if m["kind"] == "train"}

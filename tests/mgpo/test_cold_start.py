@@ -8,6 +8,7 @@ from mgpo.boxes import Box, check_box, parse_box
 from mgpo.cold_start import (
     around,
     close_up_region,
+    format_example,
     grounding_example,
     recognition_example,
     skill_examples,
@@ -118,6 +119,22 @@ def test_product_wording_sets_the_share_of_grounding_in_the_mgpo_turn_1_template
     in_mgpo_words = [e for e in grounding if e.prompt.startswith(system_turn(MGPO.system))]
     assert len(grounding) == 40 and len(in_mgpo_words) == expected
     assert all('"label": "key image area"' in e.reply for e in in_mgpo_words)
+
+
+def test_format_examples_box_a_random_tag_at_the_set_rate_and_else_guess_a_letter(sample):
+    rng = random.Random(0)
+    examples = [format_example(sample, BUDGET, 2, rng, box_share=0.3) for _ in range(400)]
+    assert all(e.skill == "format" and e.prompt == examples[0].prompt for e in examples)
+    assert examples[0].prompt.startswith(system_turn(MGPO.system)) and sample.question in examples[0].prompt
+    size = examples[0].images[0].size
+    boxes = [parse_box(e.reply, size) for e in examples]
+    boxed = [b.box for b in boxes if b.valid]
+    assert len(boxed) / len(examples) == pytest.approx(0.3, abs=0.05)
+    # around any tag, not only the one the question is about: where to look stays RL's to learn
+    taught = {taught_box(tag, sample.images[0].size, BUDGET, 2): tag.frame for tag in sample.tags}
+    assert {taught[b] for b in boxed} == {"red", "blue", "green", "orange"}
+    guesses = [e.reply for e, b in zip(examples, boxes, strict=True) if not b.valid]
+    assert {g.removesuffix(IM_END) for g in guesses} == {"\\boxed{A}", "\\boxed{B}", "\\boxed{C}", "\\boxed{D}"}
 
 
 @pytest.mark.parametrize(("width", "period", "readable"), [(1, 3, False), (2, 4, False), (3, 6, True)])
