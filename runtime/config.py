@@ -396,7 +396,10 @@ class SFTConfig(_Section):
         description="share of each batch in turn-1 format examples (mgpo.cold_start.format_example; 0: none)",
     )
     format_box_share: float = Field(
-        0.3, ge=0.0, le=1.0, description="of the format examples, the share answered with a (random tag's) box"
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="of the format examples, the share answered with a (random tag's) box",
     )
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="peak learning rate")
     lr_warmup_steps: int = Field(0, ge=0, description="linear warm-up from lr * lr_min_ratio to `lr`")

@@ -134,7 +134,12 @@ def test_format_examples_box_a_random_tag_at_the_set_rate_and_else_guess_a_lette
     taught = {taught_box(tag, sample.images[0].size, BUDGET, 2): tag.frame for tag in sample.tags}
     assert {taught[b] for b in boxed} == {"red", "blue", "green", "orange"}
     guesses = [e.reply for e, b in zip(examples, boxes, strict=True) if not b.valid]
-    assert {g.removesuffix(IM_END) for g in guesses} == {"\\boxed{A}", "\\boxed{B}", "\\boxed{C}", "\\boxed{D}"}
+    assert {g.removesuffix(IM_END) for g in guesses} == {
+        "\\boxed{A}",
+        "\\boxed{B}",
+        "\\boxed{C}",
+        "\\boxed{D}",
+    }
 
 
 @pytest.mark.parametrize(("width", "period", "readable"), [(1, 3, False), (2, 4, False), (3, 6, True)])
