@@ -47,7 +47,7 @@ lint: $(STAMP)
 
 test: $(STAMP) $(SYSTEM_STAMP) $(CHECKOV)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15
 
 demo: $(STAMP)
 	$(BIN)/mgpo train --config configs/demo-cpu.yaml --fresh
