@@ -58,6 +58,9 @@ class SynthKnobs:
     # The background ramps red left to right and blue top to bottom, the same in every image: where a patch
     # is shows in its own pixels, as a tiny model cannot learn absolute position from mRoPE alone in minutes.
     position_cue: bool = False
+    # Multi-image grounding: each image's side is drawn from this range (2-4 images share one prompt, so
+    # they are smaller than the multiple-choice originals).
+    grounding_sides: tuple[int, int] = (448, 896)
 
     def __post_init__(self) -> None:
         problems = []
@@ -78,6 +81,11 @@ class SynthKnobs:
         if self.grid and self.tag_size > self.min_side // self.grid:
             problems.append(
                 f"tag_size {self.tag_size} does not fit a cell of {self.min_side // self.grid} px"
+            )
+        low, high = self.grounding_sides
+        if not 256 <= low <= high <= 8192:
+            problems.append(
+                f"need 256 <= grounding_sides[0] <= grounding_sides[1] <= 8192, got {low}..{high}"
             )
         if problems:
             raise ValueError("; ".join(problems))
@@ -265,13 +273,18 @@ def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs
     With `distractors` 0 the other images hold no tag at all (which image is then plain to see: a set a
     tiny model can learn); `grid` centres the tag in a cell and `position_cue` paints the background ramps,
     as for the multiple-choice set."""
+    low, high = knobs.grounding_sides
+    if knobs.grid and knobs.tag_size > low // knobs.grid:
+        raise ValueError(
+            f"tag_size {knobs.tag_size} does not fit a grounding image's cell of {low // knobs.grid} px"
+        )
     rng = _rng(seed, index, 1)
     n_images = int(rng.integers(2, 5))
     glyphs = [GLYPHS[i] for i in rng.permutation(len(GLYPHS))[:n_images]]
     target = int(rng.integers(0, n_images))
     images, target_box = [], None
     for i in range(n_images):
-        side = int(rng.integers(448, 897))
+        side = int(rng.integers(low, high + 1))
         image = _background(side, side, knobs.clutter // 4, rng)
         if knobs.position_cue:
             image = _position_background(side, side, rng)

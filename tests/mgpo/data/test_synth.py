@@ -115,6 +115,15 @@ def test_grounding_without_distractors_tags_only_the_target_image_in_a_grid_cell
     assert centre == pytest.approx(0.5, abs=0.02)
 
 
+def test_grounding_images_take_their_sides_from_the_knobs():
+    assert all(448 <= i.width == i.height <= 896 for i in synth_grounding_sample(0, 3).images)
+    fixed = synth_grounding_sample(0, 3, SynthKnobs(tag_size=128, grid=4, grounding_sides=(1024, 1024)))
+    assert {i.size for i in fixed.images} == {(1024, 1024)}
+    assert fixed.target_box.width == pytest.approx(128 / 1024)
+    with pytest.raises(ValueError, match="does not fit a grounding image's cell of 112 px"):
+        synth_grounding_sample(0, 3, SynthKnobs(tag_size=128, grid=4))
+
+
 def test_counting_sample_has_one_point_per_red_disc():
     s = synth_counting_sample(0, 1)
     assert int(s.answer) == len(s.points) >= 1
