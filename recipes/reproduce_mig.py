@@ -23,12 +23,18 @@ from recipes.reproduce import CONFIGS, Stages, _mgpo, _write_config
 from runtime.config import load_sft_config
 
 # One tagged image among 2-4 (the others hold no tag), the tag centred in a cell of a 4x4 grid, a
-# background that shows where a patch is: what a 2-layer model can learn in minutes (README, Results).
-# 1024-px images and 128-px tags, as in the MGPO cold start: at 224 x 224 a tag is one 28-px token and the
-# answer box one of 16; with sides drawn from 448-896 (tags of 24-48 px, 16 boxes per side) the LoRA SFT
-# model learned the format but named "the centre of image 1" for every prompt (Acc@0.5 0.06 held out).
+# background that shows where a patch is and which image it is in: what a 2-layer model can learn in
+# minutes (README, Results). 512-px images and 64-px tags: at 224 x 224 a tag is one 28-px token and the
+# answer box one of 16 per image. Without the index cue the SFT model named one image for every prompt
+# (Acc@0.5 0.0-0.12 held out over 1000 steps, LoRA or full, long or short rationales).
 MIG_KNOBS = SynthKnobs(
-    tag_size=128, distractors=0, clutter=0, grid=4, position_cue=True, grounding_sides=(1024, 1024)
+    tag_size=64,
+    distractors=0,
+    clutter=0,
+    grid=4,
+    position_cue=True,
+    grounding_sides=(512, 512),
+    index_cue=True,
 )
 BUDGET = ("--min-pixels", "50176", "--max-pixels", "50176")  # 224 x 224 per image, as the configs
 

@@ -120,6 +120,11 @@ def test_grounding_images_take_their_sides_from_the_knobs():
     fixed = synth_grounding_sample(0, 3, SynthKnobs(tag_size=128, grid=4, grounding_sides=(1024, 1024)))
     assert {i.size for i in fixed.images} == {(1024, 1024)}
     assert fixed.target_box.width == pytest.approx(128 / 1024)
+    cued = synth_grounding_sample(0, 3, SynthKnobs(grid=4, clutter=0, position_cue=True, index_cue=True))
+    greens = [np.asarray(i)[..., 1].mean() for i in cued.images]
+    assert greens == pytest.approx([90 + 40 * k for k in range(len(cued.images))], abs=3)
+    with pytest.raises(ValueError, match="needs position_cue"):
+        SynthKnobs(index_cue=True)
     with pytest.raises(ValueError, match="does not fit a grounding image's cell of 112 px"):
         synth_grounding_sample(0, 3, SynthKnobs(tag_size=128, grid=4))
 
