@@ -99,6 +99,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         stripe_period=args.stripe_period,
         grid=args.grid,
         position_cue=args.position_cue,
+        index_cue=args.index_cue,
+        grounding_sides=tuple(args.grounding_sides),
     )
     start = time.perf_counter()
     out = write_synthetic(
@@ -370,6 +372,17 @@ def _synth_command(data: Subparsers) -> None:
         "--position-cue",
         action="store_true",
         help="background colour ramps that show where a patch is (with --clutter 0)",
+    )
+    synth.add_argument(
+        "--index-cue",
+        action="store_true",
+        help="--task grounding: each image's background green level tells its place (with --position-cue)",
+    )
+    synth.add_argument(
+        "--grounding-sides",
+        type=_int_list,
+        default=(448, 896),
+        help="--task grounding: MIN,MAX side of each image in px (default 448,896)",
     )
     synth.set_defaults(func=cmd_data_synth)
 

@@ -88,11 +88,9 @@ class SynthKnobs:
             problems.append(
                 f"tag_size {self.tag_size} does not fit a cell of {self.min_side // self.grid} px"
             )
-        low, high = self.grounding_sides
-        if not 256 <= low <= high <= 8192:
-            problems.append(
-                f"need 256 <= grounding_sides[0] <= grounding_sides[1] <= 8192, got {low}..{high}"
-            )
+        sides = tuple(self.grounding_sides)
+        if len(sides) != 2 or not 256 <= sides[0] <= sides[1] <= 8192:
+            problems.append(f"grounding_sides is MIN,MAX with 256 <= MIN <= MAX <= 8192, got {sides}")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -62,6 +62,24 @@ def test_data_check_on_a_folder_of_the_wrong_layout_exits_2_with_json(tmp_path):
 def test_bad_knobs_give_a_clear_error_and_exit_2(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path), "--n", "1", "--options", "9"]) == 2
     assert "options must be 2..5" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(tmp_path),
+                "--n",
+                "1",
+                "--task",
+                "grounding",
+                "--grounding-sides",
+                "512",
+            ]
+        )
+        == 2
+    )
+    assert "grounding_sides is MIN,MAX with 256 <= MIN <= MAX <= 8192, got (512,)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
