@@ -148,11 +148,18 @@ def _sample_to_wire(s: TrajectorySample) -> dict[str, Any]:
         "text": list(s.text),
         "sampled_tokens": int(s.sampled_tokens),
         "valid_grounding_lenient": bool(s.valid_grounding_lenient),
-        "answer_iou": s.answer_iou,
-        "right_image": s.right_image,
-        "answer_image": s.answer_image,
-        "answer_box": list(s.answer_box) if s.answer_box is not None else None,
+        # multi-image grounding only: absent for every other task (a group crosses the queue per sample)
+        **_present(
+            answer_iou=s.answer_iou,
+            right_image=s.right_image,
+            answer_image=s.answer_image,
+            answer_box=list(s.answer_box) if s.answer_box is not None else None,
+        ),
     }
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _sample_from_wire(w: dict[str, Any]) -> TrajectorySample:

@@ -25,8 +25,8 @@ from runtime.config import load_sft_config
 # One tagged image among 2-4 (the others hold no tag), the tag centred in a cell of a 4x4 grid, a
 # background that shows where a patch is and which image it is in: what a 2-layer model can learn in
 # minutes (README, Results). 512-px images and 64-px tags: at 224 x 224 a tag is one 28-px token and the
-# answer box one of 16 per image. Without the index cue the SFT model named one image for every prompt
-# (Acc@0.5 0.0-0.12 held out over 1000 steps, LoRA or full, long or short rationales).
+# answer box one of 16 per image. With these knobs, as with every variant tried before them, the SFT
+# model still names one image and one box for every prompt after 1,500 steps (README, Results).
 MIG_KNOBS = SynthKnobs(
     tag_size=64,
     distractors=0,

@@ -370,7 +370,7 @@ class LoraSection(_Section):
         names = self.target_modules + self.modules_to_save
         bad = [m for m in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m)]
         if bad:
-            raise ValueError(f"target_modules {bad}: module names are identifiers like q_proj")
+            raise ValueError(f"lora module names {bad}: module names are identifiers like q_proj")
         return self
 
 

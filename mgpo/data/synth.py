@@ -62,8 +62,9 @@ class SynthKnobs:
     # they are smaller than the multiple-choice originals).
     grounding_sides: tuple[int, int] = (448, 896)
     # Multi-image grounding with position_cue: the background's green level tells the image's place in the
-    # prompt (90, 130, 170, 210 for images 1-4). A 2-layer model did not learn which image holds the tag
-    # from the prompt's order alone: after 1000 SFT steps it named one image for every prompt.
+    # prompt (90, 130, 170, 210 for images 1-4): a 2-layer model has no other way to tell one image's patches
+    # from another's (mRoPE is relative). Without it, 1000 SFT steps named one image for every prompt; with
+    # it, 1500 did too (README, Results): needed, not enough.
     index_cue: bool = False
 
     def __post_init__(self) -> None:
