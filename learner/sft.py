@@ -318,7 +318,9 @@ def _examples(
     if config.data.path is not None:
         train, held_out = cot_examples(config, budget)
         return [train], (1.0,), held_out
-    train = build_examples(config, config.data.train_seed, config.data.train_n, "train examples", with_format=True)
+    train = build_examples(
+        config, config.data.train_seed, config.data.train_n, "train examples", with_format=True
+    )
     # the format examples are not evaluated: their rate shows at the first RL step, at temperature 1
     held_out = build_examples(config, config.data.eval_seed, config.data.eval_n, "eval examples")
     by_skill = [[e for e in train if e.skill == skill] for skill in ("grounding", "recognition", "format")]
