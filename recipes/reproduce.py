@@ -20,18 +20,16 @@ a few steps and questions (CI: that the pipeline works, not what it reaches).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
+from recipes.stages import CONFIGS as ALL_CONFIGS
+from recipes.stages import Stages, run_mgpo, write_config
 from runtime.config import SFTConfig, load_sft_config
 
 METHODS = ("mgpo", "grpo", "multiturn")
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "reproduce"
+CONFIGS = ALL_CONFIGS / "reproduce"
 TRAIN_SEED, TEST_SEED = 0, 1
 SEED_STRIDE = 1000  # seed N shifts every data seed by N * 1000: no image is shared between seeds
 START_STEPS, END_STEPS = 10, 20  # "start" and "end" of RL: the mean over the first 10 and last 20 steps
@@ -46,48 +44,6 @@ class Plan:
         self.rl_steps = 2 if smoke else None
         self.train_n = 16 if smoke else 512
         self.test_n = 8 if smoke else 96
-
-
-def _mgpo(*args: str) -> None:
-    command = [sys.executable, "-m", "services.cli", *args]
-    print("$ mgpo " + " ".join(args), flush=True)
-    with subprocess.Popen(command) as child:
-        try:
-            code = child.wait()
-        except BaseException:  # interrupted: a stage left running would write into a later reproduction
-            child.terminate()
-            child.wait()
-            raise
-    if code:
-        raise subprocess.CalledProcessError(code, command)
-
-
-def _write_config(source: Path, out: Path, changes: dict[str, dict | str | int]) -> Path:
-    """`source` with `changes` merged in (one level deep), written to `out`: the exact config of a stage."""
-    raw = yaml.safe_load(source.read_text())
-    for key, value in changes.items():
-        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return out
-
-
-class Stages:
-    """Runs each stage once: a stage whose output exists is skipped; wall times go to timings.json."""
-
-    def __init__(self, root: Path) -> None:
-        self.path = root / "timings.json"
-        self.timings: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def run(self, stage: str, done: Path, work: Callable[[], object]) -> None:
-        if done.exists():
-            print(f"{stage}: done before ({done})", flush=True)
-            return
-        started = time.perf_counter()
-        work()
-        self.timings[stage] = round(time.perf_counter() - started, 1)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.timings, indent=1))
 
 
 def reproduce(
@@ -117,7 +73,7 @@ def _reproduce_seed(root: Path, plan: Plan) -> dict[str, object]:
     stages.run(
         "report",
         root / "report" / "results.md",
-        lambda: _mgpo("report", *runs, "--out", str(root / "report")),
+        lambda: run_mgpo("report", *runs, "--out", str(root / "report")),
     )
     seed = seed_summary(root, plan.seed)
     (root / "seed.json").write_text(json.dumps(seed, indent=1))
@@ -183,9 +139,11 @@ def _cold_start(root: Path, plan: Plan, stages: Stages) -> SFTConfig:
             lr_decay_steps=0,
         )
         changes["data"].update(train_n=8, eval_n=2)
-    path = _write_config(CONFIGS / "sft.yaml", root / "configs" / "sft.yaml", changes)
+    path = write_config(CONFIGS / "sft.yaml", root / "configs" / "sft.yaml", changes)
     sft = load_sft_config(path)
-    stages.run("sft", sft.run_dir / "summary.json", lambda: _mgpo("sft", "--config", str(path), "--resume"))
+    stages.run(
+        "sft", sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume")
+    )
     return sft
 
 
@@ -221,13 +179,13 @@ def _method(
     }
     if plan.rl_steps:
         changes["steps"] = plan.rl_steps
-    config = _write_config(CONFIGS / f"{method}.yaml", root / "configs" / f"{method}.yaml", changes)
+    config = write_config(CONFIGS / f"{method}.yaml", root / "configs" / f"{method}.yaml", changes)
     run = root / method
     resume = ["--resume"] if (run / "checkpoints").exists() else []  # an interrupted run goes on
     stages.run(
         f"train-{method}",
         run / "final" / "config.json",
-        lambda: _mgpo("train", "--config", str(config), *resume),
+        lambda: run_mgpo("train", "--config", str(config), *resume),
     )
     budget = ["--min-pixels", str(sft.min_pixels), "--max-pixels", str(sft.max_pixels)]
     for model, stage in ((base, "base"), (run / "final", "final")):
@@ -235,7 +193,7 @@ def _method(
         stages.run(
             f"eval-{method}-{stage}",
             result,
-            lambda m=model, r=result: _mgpo(
+            lambda m=model, r=result: run_mgpo(
                 "eval",
                 "--model",
                 str(m),

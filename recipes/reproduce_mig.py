@@ -19,7 +19,8 @@ from pathlib import Path
 
 from mgpo.data.dataset import META_FILE, write_synthetic
 from mgpo.data.synth import SynthKnobs
-from recipes.reproduce import CONFIGS, Stages, _mgpo, _write_config
+from recipes.reproduce import CONFIGS
+from recipes.stages import Stages, run_mgpo, write_config
 from runtime.config import load_sft_config
 
 # One tagged image among 2-4 (the others hold no tag), the tag centred in a cell of a 4x4 grid, a
@@ -82,7 +83,9 @@ def _cold_start(root: Path, plan: MigPlan, train: Path, stages: Stages) -> Path:
     """CoT data, LoRA SFT on it, and the merge: the model RL starts from."""
     cot = root / "cot"
     stages.run(
-        "cot", cot / META_FILE, lambda: _mgpo("data", "cot", "--data", str(train), "--out", str(cot), *BUDGET)
+        "cot",
+        cot / META_FILE,
+        lambda: run_mgpo("data", "cot", "--data", str(train), "--out", str(cot), *BUDGET),
     )
     changes: dict = {"output_dir": str(root), "data": {"path": str(cot)}}
     if plan.sft_steps:
@@ -91,15 +94,17 @@ def _cold_start(root: Path, plan: MigPlan, train: Path, stages: Stages) -> Path:
             steps=steps, eval_every=steps, checkpoint_every=steps, lr_warmup_steps=0, lr_decay_steps=0
         )
         changes["data"]["eval_n"] = 2
-    path = _write_config(CONFIGS / "mig-sft.yaml", root / "configs" / "mig-sft.yaml", changes)
+    path = write_config(CONFIGS / "mig-sft.yaml", root / "configs" / "mig-sft.yaml", changes)
     sft = load_sft_config(path)
-    stages.run("sft", sft.run_dir / "summary.json", lambda: _mgpo("sft", "--config", str(path), "--resume"))
+    stages.run(
+        "sft", sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume")
+    )
     merged = root / "merged"
     adapter = sft.run_dir / "adapter"
     stages.run(
         "merge",
         merged / "config.json",
-        lambda: _mgpo("merge", "--adapter", str(adapter), "--out", str(merged)),
+        lambda: run_mgpo("merge", "--adapter", str(adapter), "--out", str(merged)),
     )
     return merged
 
@@ -111,7 +116,7 @@ def _select(root: Path, plan: MigPlan, model: Path, train: Path, stages: Stages)
 
     def select() -> None:
         try:
-            _mgpo(*command, "--out", str(out), *BUDGET)
+            run_mgpo(*command, "--out", str(out), *BUDGET)
         except Exception:  # noqa: BLE001 -- an empty selection is a result here, told in the table
             if not (out / "pass_rates.json").exists():
                 raise
@@ -129,13 +134,13 @@ def _rl(name: str, root: Path, plan: MigPlan, model: Path, prompts: Path, stages
     }
     if plan.rl_steps:
         changes["steps"] = plan.rl_steps
-    config = _write_config(CONFIGS / "mig-rl.yaml", root / "configs" / f"mig-{name}.yaml", changes)
+    config = write_config(CONFIGS / "mig-rl.yaml", root / "configs" / f"mig-{name}.yaml", changes)
     run = root / f"mig-{name}"
     resume = ["--resume"] if (run / "checkpoints").exists() else []
     stages.run(
         f"train-{name}",
         run / "final" / "config.json",
-        lambda: _mgpo("train", "--config", str(config), *resume),
+        lambda: run_mgpo("train", "--config", str(config), *resume),
     )
     return run / "final"
 
@@ -143,7 +148,7 @@ def _rl(name: str, root: Path, plan: MigPlan, model: Path, prompts: Path, stages
 def _eval(name: str, model: Path, test: Path, root: Path, stages: Stages) -> dict[str, float]:
     out = root / "eval" / f"{name}.json"
     bench = ("eval", "--bench", "synthetic", str(test), "--model", str(model), "--max-turn-tokens", "128")
-    stages.run(f"eval-{name}", out, lambda: _mgpo(*bench, "--out", str(out), *BUDGET))
+    stages.run(f"eval-{name}", out, lambda: run_mgpo(*bench, "--out", str(out), *BUDGET))
     return json.loads(out.read_text())["results"]["synthetic"]
 
 

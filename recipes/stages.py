@@ -1,0 +1,58 @@
+"""What the multi-stage recipes (reproduce, reproduce-mig, demo) share: each stage a `mgpo` subprocess, its
+exact config written next to its output, a stage skipped when its output is there, wall times on file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def run_mgpo(*args: str) -> None:
+    """`mgpo ARGS` in a child process (each RL run starts its own Ray and Redis); raises when it fails."""
+    command = [sys.executable, "-m", "services.cli", *args]
+    print("$ mgpo " + " ".join(args), flush=True)
+    with subprocess.Popen(command) as child:
+        try:
+            code = child.wait()
+        except BaseException:  # interrupted: a stage left running would write into a later one
+            child.terminate()
+            child.wait()
+            raise
+    if code:
+        raise subprocess.CalledProcessError(code, command)
+
+
+def write_config(source: Path, out: Path, changes: dict[str, dict | str | int]) -> Path:
+    """`source` with `changes` merged in (one level deep), written to `out`: the exact config of a stage."""
+    raw = yaml.safe_load(source.read_text())
+    for key, value in changes.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+class Stages:
+    """Runs each stage once: a stage whose output exists is skipped; wall times go to timings.json."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "timings.json"
+        self.timings: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def run(self, stage: str, done: Path, work: Callable[[], object]) -> None:
+        if done.exists():
+            print(f"{stage}: done before ({done})", flush=True)
+            return
+        started = time.perf_counter()
+        work()
+        self.timings[stage] = round(time.perf_counter() - started, 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.timings, indent=1))
