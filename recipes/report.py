@@ -1,4 +1,4 @@
-"""`mgpo report RUN_DIR...`: training curves (accuracy, valid-grounding ratio per step) as PNG and CSV, and
+"""`mgpo report RUN_DIR...`: training curves (reward, accuracy, valid-grounding ratio per step) as PNG and CSV, and
 the test-split results of each run (its eval-*.json files) as a Markdown table."""
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ import yaml
 
 from runtime.metrics_log import read_metrics
 
-CURVES = (("accuracy", "accuracy (training rollouts)"), ("valid_grounding_ratio", "valid-grounding ratio"))
+CURVES = (
+    ("reward", "reward (training rollouts)"),
+    ("accuracy", "accuracy (training rollouts)"),
+    ("valid_grounding_ratio", "valid-grounding ratio"),
+)
 COLUMNS = (
     "accuracy",
     "valid_grounding_ratio",
@@ -59,7 +63,9 @@ def write_report(runs: Sequence[str], out: str) -> dict[str, str]:
     for axis, (key, title) in zip(axes, CURVES, strict=True):
         for label, steps in series.items():
             axis.plot([s["step"] for s in steps], smooth([s[key] for s in steps]), label=label)
-        axis.set(title=title, xlabel="learner step", ylim=(0, 1))
+        # a reward with a format term need not lie in 0-1: its axis grows to show it
+        top = max((s[key] for steps in series.values() for s in steps), default=1.0)
+        axis.set(title=title, xlabel="learner step", ylim=(0, max(1.0, top)))
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
