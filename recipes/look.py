@@ -1,7 +1,7 @@
-"""`mgpo demo`: one grounding-crop step, stage by stage, as image files: build the tiny model and a synthetic
+"""`mgpo look`: one grounding-crop step, stage by stage, as image files: build the tiny model and a synthetic
 set, run turn 1 of the MGPO template through the model, read its box, and cut the crop from the ORIGINAL
 image (with the hidden true box where the untrained model names none). `make demo` is the training run
-(configs/demo-cpu.yaml); this shows what one of its steps looks at.
+(recipes/demo.py); this shows what one of its steps looks at.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _oracle_box(
     )
 
 
-def run_demo(out: str | Path, seed: int = 0) -> None:
+def run_look(out: str | Path, seed: int = 0) -> None:
     console = Console(soft_wrap=True)
     out = Path(out)
     start = time.perf_counter()

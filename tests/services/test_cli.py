@@ -25,7 +25,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_the_subcommands():
     result = _run("--help")
     assert result.returncode == 0
-    for command in ("model", "data", "demo"):
+    for command in ("model", "data", "demo", "look"):
         assert command in result.stdout
     assert "--tokenizer" in _run("model", "tiny", "--help").stdout
     assert "--tag-size" in _run("data", "synth", "--help").stdout
@@ -92,8 +92,8 @@ def test_model_tiny_writes_a_loadable_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_writes_the_input_box_and_crop_images(tmp_path):
-    result = _run("demo", "--out", str(tmp_path))
+def test_look_writes_the_input_box_and_crop_images(tmp_path):
+    result = _run("look", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for name in ("input.png", "input_with_box.png", "crop.png", "original.jpg"):
         assert (tmp_path / name).stat().st_size > 0
