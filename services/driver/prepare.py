@@ -88,6 +88,10 @@ def start_ray(config: RunConfig) -> bool:
         return True
     # logical CPUs: every actor and the learner reserve one; on a 2-core box they time-share
     cpus = max(os.cpu_count() or 1, config.rollout.actors + 4)
+    # Ray starts its workers at nice 15 by default: beside another job at the usual priority the learner and
+    # the actors then got a few % of the cores (the demo made no RL step in 5 minutes beside a 2-thread torch
+    # job). They are the run's work: the same priority as the driver, unless RAY_worker_niceness says else.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(
         num_cpus=cpus, namespace="mgpo", include_dashboard=False, log_to_driver=False, logging_level="WARNING"
     )

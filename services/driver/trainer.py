@@ -179,6 +179,7 @@ class Trainer:
         try:
             self._prepare()
             self.metrics = MetricsLog(self.run_dir)
+            self.console.print(f"starting the learner (DeepSpeed ZeRO-{self.config.learner.zero_stage})")
             self._start_learner(resume=self.resume)
             start_version = self._learner_version()
             self.console.print(f"learner ready at version {start_version}")

@@ -125,3 +125,14 @@ def test_data_check_on_a_file_of_another_schema_says_so_without_a_traceback(tmp_
     assert json.loads(result.stdout)["error"].endswith(
         "expected a JSON object mapping image names to annotations, got a list"
     )
+
+
+def test_openmp_waiters_sleep_unless_the_user_chose_otherwise(monkeypatch):
+    from services.cli import _passive_threads
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    _passive_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    _passive_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
