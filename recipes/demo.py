@@ -56,8 +56,7 @@ def run_demo(out: str | Path = "out/demo", smoke: bool = False) -> dict[str, obj
         f"{str(manifest.get('commit', '?'))[:12]}; held-out grounding {scores.get('grounding_accuracy', '?')}, "
         f"recognition {scores.get('recognition_accuracy', '?')})"
     )
-    if out.exists():
-        shutil.rmtree(out)  # a demo always starts over: its numbers then come from this run alone
+    _empty(out)
     plan, stages = Plan(smoke), Stages(out)
     sft = load_sft_config(COLD_START_CONFIG)
     data = _splits(out, plan, sft, stages)
@@ -74,6 +73,15 @@ def run_demo(out: str | Path = "out/demo", smoke: bool = False) -> dict[str, obj
     (out / "summary.json").write_text(json.dumps({**summary, "timings": stages.timings}, indent=1))
     _show(console, summary, stages.timings)
     return summary
+
+
+def _empty(out: Path) -> None:
+    """A demo always starts over (its numbers then come from this run alone), but only ever deletes a folder
+    an earlier demo made (its timings.json is there) or an empty one: `--out` may be mistyped."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / "timings.json").exists():
+            raise FileExistsError(f"{out} holds files no demo made (no timings.json): choose another --out")
+        shutil.rmtree(out)
 
 
 def _splits(out: Path, plan: Plan, sft: SFTConfig, stages: Stages) -> dict[str, Path]:

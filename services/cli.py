@@ -468,14 +468,14 @@ def _experiment_commands(commands: Subparsers) -> None:
     report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser(
-        "demo", help="make demo: MGPO RL from the pinned cold start; grounding emerges (~8 min, 2 cores)"
+        "demo", help="make demo: MGPO RL from the pinned cold start; grounding emerges (~5 min, 2 cores)"
     )
     demo.add_argument("--out", default="out/demo", help="output folder, emptied first (default %(default)s)")
     demo.add_argument("--smoke", action="store_true", help="every stage, a few steps and questions (tests)")
     demo.add_argument(
         "--rebuild-cold-start",
         action="store_true",
-        help="first make models/demo-cold-start again from configs/demo/cold-start.yaml (~17 min)",
+        help="first make models/demo-cold-start again from configs/demo/cold-start.yaml (10-17 min)",
     )
     demo.set_defaults(func=cmd_demo)
     look = commands.add_parser("look", help="one ground-and-crop step of the tiny model, drawn as images")

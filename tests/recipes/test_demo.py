@@ -74,10 +74,18 @@ def test_the_cold_start_config_still_trains_a_model_that_pins_and_loads(tmp_path
     assert load_policy(dest).config.model_type == "qwen2_5_vl"
 
 
+def test_the_demo_never_empties_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files no demo made"):
+        run_demo(tmp_path, smoke=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_the_smoke_demo_runs_every_stage_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "demo"
-    (out / "stale").mkdir(parents=True)  # a demo always starts over
+    (out / "stale").mkdir(parents=True)  # a demo always starts over, in a folder an earlier demo made
+    (out / "timings.json").write_text("{}")
     summary = run_demo(out, smoke=True)
     assert not (out / "stale").exists()
     assert summary["steps"] == 2 and 0.0 <= summary["valid_start"] <= 1.0
