@@ -29,6 +29,7 @@ COLD_START = ROOT / "models" / "demo-cold-start"
 COLD_START_CONFIG = CONFIGS / "demo" / "cold-start.yaml"
 RL_CONFIG = CONFIGS / "demo" / "mgpo.yaml"
 REBUILD = "mgpo demo --rebuild-cold-start"
+MARKER = ".mgpo-demo"  # in every folder a demo made, from its first moment: only such a folder is emptied
 TRAIN_SEED, TEST_SEED = 5000, 5001  # not the cold start's seeds (1100, 1200), not the reproduction's
 WINDOW = 10  # "start" and "end" of RL: the mean valid-grounding ratio over the first and last 10 steps
 TABLE = (
@@ -77,11 +78,13 @@ def run_demo(out: str | Path = "out/demo", smoke: bool = False) -> dict[str, obj
 
 def _empty(out: Path) -> None:
     """A demo always starts over (its numbers then come from this run alone), but only ever deletes a folder
-    an earlier demo made (its timings.json is there) or an empty one: `--out` may be mistyped."""
+    an earlier demo made (its MARKER is there, written first) or an empty one: `--out` may be mistyped."""
     if out.exists() and any(out.iterdir()):
-        if not (out / "timings.json").exists():
-            raise FileExistsError(f"{out} holds files no demo made (no timings.json): choose another --out")
+        if not (out / MARKER).exists():
+            raise FileExistsError(f"{out} holds files no demo made (no {MARKER}): choose another --out")
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by mgpo demo: emptied by the next one\n")
 
 
 def _splits(out: Path, plan: Plan, sft: SFTConfig, stages: Stages) -> dict[str, Path]:

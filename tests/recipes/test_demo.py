@@ -10,7 +10,7 @@ import yaml
 
 from learner.sft import run_sft
 from mgpo.models.tiny import load_policy
-from recipes.demo import COLD_START, COLD_START_CONFIG, REBUILD, run_demo
+from recipes.demo import COLD_START, COLD_START_CONFIG, MARKER, REBUILD, run_demo
 from recipes.pinned import MANIFEST, PinnedModelError, pin, sha256, verify
 from runtime.config import load_sft_config
 
@@ -85,9 +85,9 @@ def test_the_demo_never_empties_a_folder_it_did_not_make(tmp_path):
 def test_the_smoke_demo_runs_every_stage_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "demo"
     (out / "stale").mkdir(parents=True)  # a demo always starts over, in a folder an earlier demo made
-    (out / "timings.json").write_text("{}")
+    (out / MARKER).write_text("")
     summary = run_demo(out, smoke=True)
-    assert not (out / "stale").exists()
+    assert not (out / "stale").exists() and (out / MARKER).exists()
     assert summary["steps"] == 2 and 0.0 <= summary["valid_start"] <= 1.0
     for stage in ("base", "final"):
         row = summary["held_out"][stage]

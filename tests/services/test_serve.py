@@ -256,7 +256,11 @@ def test_the_viewer_shows_boxes_and_crops_in_chromium(served):
         sizes = page.evaluate(
             "[...document.querySelectorAll('img.crop, img.original')].map(i => [i.className, i.naturalWidth])"
         )
-        assert {c for c, _ in sizes} == {"crop", "original"} and all(w > 0 for _, w in sizes), sizes
+        broken = page.evaluate("[...document.images].filter(i => !i.naturalWidth).map(i => i.src)")
+        assert {c for c, _ in sizes} == {"crop", "original"} and all(w > 0 for _, w in sizes), (
+            broken,
+            failed,
+        )
         box = page.locator("rect.box-pred").first.bounding_box()
         frame = page.locator(".frame").first.bounding_box()
         assert (
