@@ -249,18 +249,18 @@ def test_the_viewer_shows_boxes_and_crops_in_chromium(served):
         page.goto(f"{api.url}/viewer?run=e2e")
         page.select_option("#valid", "true")
         page.wait_for_selector("article.traj.valid rect.box-pred")
-        page.wait_for_function("[...document.images].every(i => i.complete)")
+        # The viewer is live (a refresh every 5 s adds cards whose images are still loading): the sizes are
+        # read in the same JavaScript turn that sees every image complete (a broken one is complete, width 0).
+        sizes = page.wait_for_function(
+            """() => { const imgs = [...document.querySelectorAll('img.crop, img.original')];
+                       return imgs.length > 0 && imgs.every(i => i.complete)
+                              && imgs.map(i => [i.className, i.naturalWidth, i.src]); }"""
+        ).json_value()
         cards = page.locator("article.traj")
         assert cards.count() >= 1 and page.locator("article.traj.invalid").count() == 0
         assert page.locator("rect.box-pred").count() >= cards.count()
-        sizes = page.evaluate(
-            "[...document.querySelectorAll('img.crop, img.original')].map(i => [i.className, i.naturalWidth])"
-        )
-        broken = page.evaluate("[...document.images].filter(i => !i.naturalWidth).map(i => i.src)")
-        assert {c for c, _ in sizes} == {"crop", "original"} and all(w > 0 for _, w in sizes), (
-            broken,
-            failed,
-        )
+        assert {c for c, _, _ in sizes} == {"crop", "original"}, sizes
+        assert all(w > 0 for _, w, _ in sizes), ([src for _, w, src in sizes if not w], failed)
         box = page.locator("rect.box-pred").first.bounding_box()
         frame = page.locator(".frame").first.bounding_box()
         assert (
