@@ -6,6 +6,7 @@ once, so DeepSpeed's own gradient-accumulation scaling is off (scale_wrt_gas=Fal
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,26 @@ class EngineConfig:
             "fp16": {"enabled": False},
             "steps_per_print": 1 << 30,
         }
+
+
+def init_single_rank() -> None:
+    """The environment DeepSpeed reads, and the default process group of a one-rank learner on a store whose
+    port the OS assigns as it binds.
+
+    A port picked free beforehand (MASTER_PORT) can be taken before DeepSpeed binds it, by the rollout actor's
+    engine starting beside the learner (seen: EADDRINUSE). DeepSpeed then reuses this group. A launcher's
+    own settings (WORLD_SIZE > 1, or MASTER_PORT given) are left to DeepSpeed.
+    """
+    import torch.distributed as dist
+    from deepspeed.accelerator import get_accelerator
+
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    if dist.is_initialized() or os.environ["WORLD_SIZE"] != "1" or "MASTER_PORT" in os.environ:
+        return
+    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True)
+    os.environ["MASTER_PORT"] = str(store.port)
+    dist.init_process_group(get_accelerator().communication_backend_name(), store=store, rank=0, world_size=1)
 
 
 def build_deepspeed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: EngineConfig) -> object:

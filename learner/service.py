@@ -23,7 +23,7 @@ import redis
 import torch
 
 from learner.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
-from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks
+from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks, init_single_rank
 from learner.step import UpdateConfig, mgpo_step
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig
@@ -34,7 +34,7 @@ from mgpo.records import TrajectoryGroup
 from runtime.broadcast import Address, join, plan_for, send, wire_plan
 from runtime.metrics import LearnerMetrics, serve_metrics
 from runtime.queue import Queue
-from runtime.redis_server import free_port, node_ip
+from runtime.redis_server import node_ip
 from runtime.run_state import RunState
 
 
@@ -67,14 +67,7 @@ class Learner:
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
         torch.manual_seed(spec.seed)
-        for key, value in {
-            "RANK": "0",
-            "WORLD_SIZE": "1",
-            "LOCAL_RANK": "0",
-            "MASTER_ADDR": "127.0.0.1",
-        }.items():
-            os.environ.setdefault(key, value)
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        init_single_rank()
         dtype = torch.bfloat16 if spec.engine.dtype == "bf16" else torch.float32
         model = load_policy(spec.model_path, dtype=dtype)
         self.reference = load_policy(spec.model_path, dtype=dtype).eval() if spec.loss.kl_coef > 0 else None
@@ -161,6 +154,7 @@ class Learner:
             },
             "turns": summary.turns,
             "samples": float(summary.samples),
+            "generated_tokens": float(summary.generated_tokens),
             "staleness_mean": sum(staleness) / len(staleness),
             "staleness_max": float(max(staleness)),
             "wait_seconds": waited,

@@ -57,3 +57,33 @@ def test_a_deepspeed_step_equals_the_torch_step(stage, box_model, synth_data, mo
     for (name, a), b in zip(plain.named_parameters(), ds.module.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
     assert ds_stats.grad_norm == pytest.approx(torch_stats.grad_norm, rel=1e-4)
+
+
+def _in_subprocess(code: str, env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]  # DeepSpeed logs its accelerator on stdout first
+
+
+INIT = (
+    "import os, torch.distributed as dist; from learner.engine import init_single_rank; init_single_rank(); "
+    "print(dist.is_initialized(), dist.is_initialized() and dist.get_world_size(), os.environ.get('MASTER_PORT'))"
+)
+
+
+def test_a_single_rank_learner_binds_its_own_store_port():
+    # the port is the OS's at bind time, not one picked free earlier that a neighbour could take meanwhile
+    initialised, world, port = _in_subprocess(INIT, {}).split()
+    assert (initialised, world) == ("True", "1") and int(port) > 0
+
+
+def test_a_launchers_settings_are_left_to_deepspeed():
+    assert _in_subprocess(INIT, {"MASTER_PORT": "29555"}) == "False False 29555"
+    assert _in_subprocess(INIT, {"WORLD_SIZE": "2", "MASTER_PORT": "29556"}).startswith("False")

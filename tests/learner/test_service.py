@@ -68,6 +68,8 @@ def test_stale_and_duplicate_groups_are_dropped_counted_and_returned_to_admissio
     assert stats is not None and stats["version"] == 3
     assert learner.counters == {"used": 2, "stale": 1, "duplicate": 1, "unreadable": 0}
     assert stats["staleness_max"] == 1.0 and stats["staleness_mean"] == 0.5  # a at 0, c at 1
+    # what the actors sampled in the groups used (benchmarks count tokens/s with it)
+    assert stats["generated_tokens"] == 2.0 * sum(s.sampled_tokens for s in groups[0].samples)  # a and c
     assert RunState(learner.queue.client, run).read().returned == 2  # admission lets two more in
     used = [x for e in _ledger(tmp_path) for x in e.get("used", [])]
     dropped = {k: [x for e in _ledger(tmp_path) for x in e.get(k, [])] for k in ("stale", "duplicate")}
