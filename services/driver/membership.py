@@ -45,13 +45,15 @@ class Membership:
         self.leaving: dict[str, object] = {}
         self.runs: dict[str, object] = {}  # name -> ref of its `run` call (ready = it stopped or died)
         self.pids: dict[str, int] = {}  # the learner's too, for processes.json
+        self.init_seconds: dict[str, float] = {}  # each admitted actor's own start-up (its engine's)
         self.redis_url: str | None = None  # shown in processes.json: a private server's URL only
         self.started = 0
 
-    def add(self, learner: object) -> None:
+    def add(self, learner: object | None) -> None:
+        """Start one actor with the learner's weights (None: a fresh run's, the model folder's: version 0)."""
         import ray
 
-        version = ray.get(learner.info.remote())["version"]  # type: ignore[attr-defined]
+        version = 0 if learner is None else ray.get(learner.info.remote())["version"]  # type: ignore[attr-defined]
         weights = ray.get(learner.snapshot.remote())[0] if version > 0 else None  # type: ignore[attr-defined]
         name = f"{self.run}-actor-{self.started}"
         handle = start_rollout_actor(
@@ -67,8 +69,9 @@ class Membership:
         self.leaving[name] = handle
         self.console.print(f"actor {name} leaving")
 
-    def reconcile(self, learner: object) -> None:
-        """Bring the actors towards `desired_actors`: admit constructed ones, bury dead ones, add, remove."""
+    def reconcile(self, learner: object | None) -> None:
+        """Bring the actors towards `desired_actors`: admit constructed ones, bury dead ones, add, remove
+        (`learner` None: before the learner is up, in a fresh run)."""
         self._admit()
         self._bury()
         self._release(timeout_s=0)
@@ -88,7 +91,8 @@ class Membership:
                 continue
             del self.joining[name]
             try:
-                self.pids[name] = ray.get(ready)["pid"]
+                health = ray.get(ready)
+                self.pids[name], self.init_seconds[name] = health["pid"], health["init_seconds"]
             except ray.exceptions.RayError as err:
                 self.console.print(f"[red]actor {name} failed to start[/]: {shown(err)}")
                 close_actor(handle)

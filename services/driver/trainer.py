@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import redis
 import yaml
 from rich.console import Console
@@ -54,6 +55,16 @@ class Trainer:
         self._last_sync: dict[str, float] | None = None
         self.totals = dict.fromkeys(("wait", "step", "sync", "sync_bytes", "loop"), 0.0)
         self.totals.update(dict.fromkeys(("syncs", "groups", "samples", "steps"), 0))
+        # where the time to the first step goes: seconds per stage, in order (summary.json, one line at step 1);
+        # "process": from the process's start to here (imports, config), the whole of it under `mgpo train`
+        self.startup: dict[str, float] = {"process": time.time() - psutil.Process().create_time()}
+        self._stage_start = time.perf_counter()
+
+    def _stage(self, name: str) -> None:
+        """Close the start-up stage `name` (it began where the previous one ended)."""
+        now = time.perf_counter()
+        self.startup[name] = now - self._stage_start
+        self._stage_start = now
 
     # ---- set-up ---------------------------------------------------------------------------------------
 
@@ -73,10 +84,14 @@ class Trainer:
             yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         )
         self._connect()
+        self._stage("redis")
         self.data_dir = prepare_data(cfg, self.console)
         self.records = self._screen_data()
+        self._stage("data")
         self.model_path = prepare_model(cfg, self.data_dir, self.console)
+        self._stage("model")
         self._started_ray = start_ray(cfg)
+        self._stage("ray")
         self.membership = Membership(
             cfg.name,
             self.run_dir,
@@ -168,6 +183,10 @@ class Trainer:
             resources=self.config.learner.ray_resources,
         )
         self._learner_starts += 1
+        if not resume:
+            # a fresh policy is the model folder itself (version 0): the actors' engines start while the
+            # learner initialises, instead of after it (the two longest start-up stages, overlapped)
+            self.membership.reconcile(None)
         info = ray.get(self.learner.info.remote())
         self.membership.pids["learner"] = info["pid"]
         self.weight_sync.new_learner(self.learner)
@@ -181,6 +200,7 @@ class Trainer:
             self.metrics = MetricsLog(self.run_dir)
             self.console.print(f"starting the learner (DeepSpeed ZeRO-{self.config.learner.zero_stage})")
             self._start_learner(resume=self.resume)
+            self._stage("learner")
             start_version = self._learner_version()
             self.console.print(f"learner ready at version {start_version}")
             self.membership.reconcile(self.learner)
@@ -310,6 +330,8 @@ class Trainer:
         depth = self.queue.depth()
         values = {**stats, **{f"queue_{k}": float(v) for k, v in depth.items()}, "actors": actors}
         self.metrics.write(version, "step", values)
+        if "first_step" not in self.startup:
+            self._log_startup()
         sync = self._last_sync
         sync_text = (
             f"sync {sync['sync_seconds']:.2f}s {sync['sync_bytes_per_second'] / 1e6:.0f} MB/s"
@@ -323,6 +345,18 @@ class Trainer:
             f"stale-dropped {stats['groups_stale']:.0f}  wait {stats['wait_seconds']:.1f}s  "
             f"step {stats['step_seconds']:.1f}s  {sync_text}  actors {actors}"
         )
+
+    def _log_startup(self) -> None:
+        """The first step's end: how long each start-up stage took (the actors' engines start during
+        `first_step`, which also holds the first rollouts and the first learner step)."""
+        self._stage("first_step")
+        actors = self.membership.init_seconds
+        if actors:
+            self.startup["actor_init"] = min(actors.values())
+        total = sum(v for k, v in self.startup.items() if k != "actor_init")
+        self.startup["total"] = total
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.startup.items() if k != "total")
+        self.console.print(f"first step {total:.1f}s after the process started ({parts})")
 
     def _checkpoint(self) -> None:
         import ray
@@ -362,6 +396,7 @@ class Trainer:
             "sync_seconds_mean": t["sync"] / max(1, t["syncs"]),
             "sync_bytes_per_second": t["sync_bytes"] / t["sync"] if t["sync"] else 0.0,
             "syncs": t["syncs"],
+            "startup_seconds": self.startup,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(out, indent=1))
         return out
