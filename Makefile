@@ -11,7 +11,7 @@ CHECKOV := .venv-checkov/bin/checkov
 # Debian packages the tests drive: Chromium (rollout viewer test) and promtool (alert rules).
 SYSTEM_PACKAGES := chromium prometheus
 
-.PHONY: venv system test demo reproduce reproduce-mig lint clean
+.PHONY: venv system test demo reproduce reproduce-mig bench-trl lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,22 @@ $(CHECKOV):
 	.venv-checkov/bin/pip install -q --upgrade pip
 	.venv-checkov/bin/pip install -q "checkov>=3.2,<4"
 
+# TRL, the benchmark peer (benchmarks/peer_trl.py), in its own venv: its pins never touch ours. The same torch
+# and transformers as ours (the model code both sides run); msgpack, scipy, mathruler, pylatexenc, pyyaml: our pure core, which its side imports.
+TRL := .venv-trl/.installed
+$(TRL): $(STAMP)
+	test -x .venv-trl/bin/python || $(PY) -m venv .venv-trl
+	.venv-trl/bin/pip install -q --upgrade pip
+	.venv-trl/bin/pip install -q torch==2.13.0
+	.venv-trl/bin/pip install -q trl==1.16.0 "transformers==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" msgpack scipy mathruler pylatexenc pyyaml pillow
+	.venv-trl/bin/pip uninstall -q -y torchvision torchaudio 2>/dev/null || true
+	touch $(TRL)
+
+.venv-trl: $(TRL)
+
+bench-trl: $(STAMP) $(TRL)  # ours vs TRL GRPOTrainer, interleaved rounds: benchmarks/results/peer_trl.json
+	$(BIN)/python benchmarks/peer_trl.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -59,4 +75,4 @@ reproduce-mig: $(STAMP)  # multi-image grounding: CoT, LoRA SFT, merge, selectio
 	$(BIN)/mgpo reproduce --experiment mig --out out/reproduce-mig
 
 clean:
-	rm -rf $(VENV) .venv-checkov out .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .venv-trl out .pytest_cache .ruff_cache

@@ -50,7 +50,9 @@ def test_worker_pulls_rolls_out_pushes_and_acks(box_model, synth_data, redis_ser
     assert all(g.actor == "w0" and len(g.samples) == 2 for _, g in groups)
     assert q.depth()["prompts_len"] == 0
     health = worker.health()
-    assert 0 < health.pop("init_seconds") < 600  # the engine's start-up: the run's start-up breakdown shows it
+    assert (
+        0 < health.pop("init_seconds") < 600
+    )  # the engine's start-up: the run's start-up breakdown shows it
     assert health == {"name": "w0", "state": "idle", "policy_version": 0, "pid": os.getpid()}
 
 
