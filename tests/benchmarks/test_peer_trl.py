@@ -59,13 +59,14 @@ def test_ratios_pair_each_mode_with_the_trl_run_of_its_round():
     assert out["async"]["charged_trajectories_per_second"]["median"] == 1.5
 
 
-def test_peak_memory_counts_the_children_of_the_process():
+def test_peak_memory_counts_the_children_of_the_process(tmp_path):
     # the child holds 200 MB; its parent (a shell) holds almost nothing
     code = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(2)"
     started, wall, peak, _ = peer_trl.spawn(
-        ["sh", "-c", f'{sys.executable} -c "{code}"; true'], Path("/dev/null")
+        ["sh", "-c", f'{sys.executable} -c "{code}"; true'], tmp_path / "run.log"
     )
     assert peak > 200 * 2**20 and wall >= 2.0
+    assert (tmp_path / "run.out").read_text() == ""  # the command's stdout, kept beside its log
 
 
 def test_a_failed_run_says_where_its_log_is(tmp_path):
