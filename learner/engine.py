@@ -1,7 +1,8 @@
 """The DeepSpeed training engine around the policy (CPU: gloo + DeepSpeed's CPU accelerator; GPU: NCCL).
 
 mgpo_step accumulates one backward per trajectory group (already scaled by its token share) and then steps
-once, so DeepSpeed's own gradient-accumulation scaling is off (scale_wrt_gas=False, GAS 1).
+once: DeepSpeed's unmanaged gradient accumulation (`managed_gradient_accumulation: false`), where step() is the
+boundary that reduces the gradients across ranks, and backward never scales by a GAS count.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    zero_stage: int = 1  # 0 and 1 are tested equal to the torch step on CPU; 2 and 3 are not yet
+    zero_stage: int = 1  # 0, 1 (one rank) and 2 (two ranks) are tested equal to the torch step on CPU
     dtype: str = "fp32"  # "fp32" | "bf16"
     max_grad_norm: float = 1.0
 
@@ -23,6 +25,7 @@ class EngineConfig:
         return {
             "train_micro_batch_size_per_gpu": 1,
             "gradient_accumulation_steps": 1,
+            "managed_gradient_accumulation": False,
             "gradient_clipping": self.max_grad_norm,
             "zero_optimization": {"stage": self.zero_stage},
             # we pass torch optimizers on purpose (DeepSpeed's own Adam JIT-compiles on CPU)
@@ -53,6 +56,24 @@ def init_single_rank() -> None:
     dist.init_process_group(get_accelerator().communication_backend_name(), store=store, rank=0, world_size=1)
 
 
+def init_ranks(rank: int, world_size: int, host: str, port: int, timeout_s: float = 1800.0) -> None:
+    """Join a multi-rank learner's process group at the rendezvous store the driver holds (host, port).
+
+    Each rank sees one device (Ray gives each rank actor its own GPU), hence LOCAL_RANK 0. `timeout_s` bounds
+    a collective whose partner is gone; the driver notices a dead rank sooner and restarts them all.
+    """
+    import torch.distributed as dist
+    from deepspeed.accelerator import get_accelerator
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0", MASTER_ADDR=host, MASTER_PORT=str(port)
+    )
+    timeout = timedelta(seconds=timeout_s)
+    store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timeout)
+    backend = get_accelerator().communication_backend_name()
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
 def build_deepspeed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: EngineConfig) -> object:
     """deepspeed.initialize with a torch optimizer (DeepSpeed's fused Adam would JIT-compile on CPU).
 
@@ -69,14 +90,11 @@ def deepspeed_callbacks(engine: object) -> tuple[Callable[[torch.Tensor], None],
     """(backward, optimizer_step) for mgpo_step."""
 
     def backward(loss: torch.Tensor) -> None:
-        # every group's backward accumulates; the reduction waits for the step (see step())
-        engine.set_gradient_accumulation_boundary(False)  # type: ignore[attr-defined]
         engine.backward(loss, scale_wrt_gas=False)  # type: ignore[attr-defined]
 
     def step() -> float:
-        engine.set_gradient_accumulation_boundary(True)  # type: ignore[attr-defined]
-        engine.allreduce_gradients()  # type: ignore[attr-defined]
-        # DeepSpeed records the norm only when a ZeRO optimizer clips; at stage 0 it is computed here
+        # DeepSpeed records the norm only when a ZeRO optimizer clips; at stage 0 (one rank only: the
+        # config refuses stage 0 across ranks, whose norm this would read before the reduction) it is ours
         grads = [p.grad for p in engine.module.parameters() if p.grad is not None]  # type: ignore[attr-defined]
         stage0_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
         engine.step()  # type: ignore[attr-defined]

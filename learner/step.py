@@ -41,11 +41,18 @@ class StepStats(NamedTuple):
     reward: float
 
 
-def prepare(
-    groups: Sequence[TrajectoryGroup], processor: object, store: ImageStore
-) -> tuple[list[Prepared], int]:
-    """Batches of the groups that carry signal; returns them and the number of degenerate groups skipped."""
-    prepared, degenerate = [], 0
+class Signal(NamedTuple):
+    """A group whose rewards differ (one that carries a learning signal), before its batch is built."""
+
+    group: TrajectoryGroup
+    advantages: list[float]  # per sample
+    tokens: int  # loss tokens: the group's weight in a token mean
+
+
+def with_signal(groups: Sequence[TrajectoryGroup]) -> tuple[list[Signal], int]:
+    """The groups that carry signal, from their records alone (cheap: no pixels, no tokens expanded);
+    returns them and the number of degenerate groups skipped."""
+    kept_groups, degenerate = [], 0
     for group in groups:
         rewards = torch.tensor([[s.reward for s in group.samples]])
         kept = torch.tensor([[bool(s.loss_mask.any()) for s in group.samples]])  # masked: no outcome
@@ -53,17 +60,49 @@ def prepare(
         if bool(adv.degenerate[0]):
             degenerate += 1
             continue
-        batch = group_batch(processor, group, store)
-        tokens = int(batch.loss_mask[:, 1:].sum())
-        prepared.append(
-            Prepared(
-                batch,
-                per_token(adv.advantages[0].tolist(), batch.loss_mask),
-                flat(batch.logprobs, batch.loss_mask),
-                tokens,
-            )
-        )
-    return prepared, degenerate
+        # position 0 predicts nothing (the batch's loss_mask[:, 1:]); image pads are never loss tokens
+        tokens = sum(int(s.loss_mask[1:].sum()) for s in group.samples)
+        kept_groups.append(Signal(group, adv.advantages[0].tolist(), tokens))
+    return kept_groups, degenerate
+
+
+def prepare_one(signal: Signal, processor: object, store: ImageStore) -> Prepared:
+    """The training batch of one group with signal: pixels, expanded tokens, per-token advantages."""
+    batch = group_batch(processor, signal.group, store)
+    return Prepared(
+        batch,
+        per_token(signal.advantages, batch.loss_mask),
+        flat(batch.logprobs, batch.loss_mask),
+        signal.tokens,
+    )
+
+
+def prepare(
+    groups: Sequence[TrajectoryGroup], processor: object, store: ImageStore
+) -> tuple[list[Prepared], int]:
+    """Batches of the groups that carry signal; returns them and the number of degenerate groups skipped."""
+    signal, degenerate = with_signal(groups)
+    return [prepare_one(s, processor, store) for s in signal], degenerate
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the learner's data-parallel ranks. Each rank trains on its share of every
+    update's groups; the engine averages the ranks' gradients; `all_reduce` sums a tensor over the ranks."""
+
+    rank: int = 0
+    world_size: int = 1
+    all_reduce: Callable[[torch.Tensor], None] = lambda tensor: None
+
+
+def shard(part: Sequence[int], rank: int, world_size: int) -> list[tuple[int, bool]]:
+    """This rank's items of one update, as (index, counts): round robin, padded to the same length on every
+    rank with items that count for nothing. Every rank must run as many forward and backward passes as the
+    others (ZeRO-2/3 communicate inside them), even a rank with no group of its own in this update."""
+    mine = list(part[rank::world_size])
+    length = -(-len(part) // world_size)
+    filler = mine[-1] if mine else part[rank % len(part)]
+    return [(i, True) for i in mine] + [(filler, False)] * (length - len(mine))
 
 
 @dataclass(frozen=True)
@@ -86,14 +125,15 @@ class UpdateConfig:
 
 @torch.no_grad()
 def frozen_logprobs(
-    model: torch.nn.Module | None, prepared: Sequence[Prepared], temperature: float
-) -> list[torch.Tensor | None]:
+    model: torch.nn.Module | None, prepared: dict[int, Prepared], temperature: float
+) -> dict[int, torch.Tensor | None]:
     """Logprobs under a model that does not train in this step (the pre-update policy, or the reference)."""
     if model is None:
-        return [None] * len(prepared)
-    return [
-        token_stats(model, p.batch.inputs, p.batch.loss_mask, False, temperature).logprobs for p in prepared
-    ]
+        return dict.fromkeys(prepared)
+    return {
+        i: token_stats(model, p.batch.inputs, p.batch.loss_mask, False, temperature).logprobs
+        for i, p in prepared.items()
+    }
 
 
 def mgpo_step(
@@ -106,28 +146,41 @@ def mgpo_step(
     update: UpdateConfig,
     backward: Callable[[torch.Tensor], None],
     optimizer_step: Callable[[], float],
+    ranks: Ranks = Ranks(),
 ) -> StepStats:
     """`update.updates` optimizer updates over the groups with signal (fewer when fewer groups carry it);
-    the stats are their means."""
-    prepared, degenerate = prepare(groups, processor, store)
+    the stats are their means. With several ranks every rank gets the same `groups` and builds the batches
+    of its own share only."""
+    signal, degenerate = with_signal(groups)
     rewards = [s.reward for g in groups for s in g.samples]
     reward = sum(rewards) / max(1, len(rewards))
-    if not prepared:
+    if not signal:
         return StepStats(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0, len(groups), degenerate, reward)
+    splits = _split(list(range(len(signal))), update.minibatches)  # fewer when fewer groups carry signal
+    parts = [shard(split, ranks.rank, ranks.world_size) for split in splits]
+    mine = sorted({i for part in parts for i, _ in part})  # this rank builds only its own groups' batches
+    prepared = {i: prepare_one(signal[i], processor, store) for i in mine}
     model.eval()  # no dropout: old logprobs must be the same function as the trained ones
     # With one update the policy the update starts from IS the one being trained: its log-probs are the
     # current ones, detached, and the extra forward pass is skipped. With several, they are fixed first.
     old = frozen_logprobs(model if update.updates > 1 else None, prepared, update.temperature)
     ref = frozen_logprobs(reference if config.kl_coef > 0 else None, prepared, update.temperature)
-    items = list(zip(prepared, old, ref, strict=True))
     sums, updates = torch.zeros(7, device=next(model.parameters()).device), 0
     for _epoch in range(update.ppo_epochs):
-        for part in _split(items, update.minibatches):  # fewer parts when fewer groups carry signal
-            sums[:6] += _accumulate(model, part, config, update.temperature, backward)
+        for split, part in zip(splits, parts, strict=True):
+            total = sum(signal[i].tokens for i in split)
+            # a group's share is its part of the update's tokens (a token mean over the update, not a mean
+            # of group means); a filler counts for nothing
+            entries = [
+                (prepared[i], old[i], ref[i], signal[i].tokens / total if counts else 0.0)
+                for i, counts in part
+            ]
+            sums[:6] += _accumulate(model, entries, ranks.world_size, config, update.temperature, backward)
             sums[6] += optimizer_step()
             updates += 1
+    ranks.all_reduce(sums[:6])  # each rank's sums are its groups' shares of every update
     loss, policy, kl, entropy, clip_fraction, is_weight, grad_norm = (sums / updates).tolist()
-    total = sum(p.tokens for p in prepared)
+    total = sum(s.tokens for s in signal)
     return StepStats(
         loss, policy, kl, entropy, clip_fraction, is_weight, grad_norm, total, len(groups), degenerate, reward
     )
@@ -141,17 +194,17 @@ def _split(items: list, parts: int) -> list[list]:
 
 def _accumulate(
     model: torch.nn.Module,
-    part: list[tuple[Prepared, torch.Tensor | None, torch.Tensor | None]],
+    entries: list[tuple[Prepared, torch.Tensor | None, torch.Tensor | None, float]],
+    world_size: int,
     config: LossConfig,
     temperature: float,
     backward: Callable[[torch.Tensor], None],
 ) -> torch.Tensor:
-    """Backward of one update's groups, each weighted by its share of the update's tokens (a token mean
-    over the update, not a mean of group means); returns the update's loss statistics [6]."""
-    total = sum(p.tokens for p, _, _ in part)
+    """Backward of this rank's groups of one update, each loss times its share of the update's tokens;
+    returns this rank's part of the update's loss statistics [6] (their sum over the ranks is the update's)."""
     device = next(model.parameters()).device
     sums = torch.zeros(6, device=device)
-    for p, old_lp, ref_lp in part:
+    for p, old_lp, ref_lp, share in entries:
         stats = token_stats(model, p.batch.inputs, p.batch.loss_mask, True, temperature)
         out = policy_loss(
             stats.logprobs,
@@ -163,8 +216,7 @@ def _accumulate(
             ref_lp,
             config,
         )
-        share = p.tokens / total
-        backward(out.loss * share)
+        backward(out.loss * (share * world_size))  # the engine averages the ranks' gradients
         sums += share * torch.stack(
             [out.loss.detach(), out.policy, out.kl, out.entropy, out.clip_fraction, out.is_weight]
         )
