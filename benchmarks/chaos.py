@@ -116,7 +116,7 @@ def kill(
     """SIGKILL the target; returns what was killed (or why nothing was)."""
     pids = processes(run_dir).get("pids", {})
     if target == "actor":
-        actors = sorted(n for n in pids if n != "learner")
+        actors = sorted(n for n in pids if not n.startswith("learner"))
         if not actors:
             return "no actor running"
         name = rng.choice(actors)

@@ -28,16 +28,25 @@ def tag_for(version: int) -> str:
 
 
 def save_checkpoint(
-    engine: object, root: str | os.PathLike[str], version: int, meta: dict, keep: int = 2
+    engine: object, root: str | os.PathLike[str], version: int, meta: dict, keep: int = 2, rank: int = 0
 ) -> Path:
-    """Write a complete checkpoint, then point `latest` at it, then prune all but the newest `keep`."""
+    """Write a complete checkpoint, then point `latest` at it, then prune all but the newest `keep`.
+
+    Collective over a learner's ranks (each writes its optimizer shard to the same folder: on a cluster the
+    run folder is shared storage); rank 0 makes the folder and writes the rest.
+    """
     root = Path(root)
     tag = tag_for(version)
     folder = root / tag
-    if folder.exists():  # a rerun of the same version (e.g. Ctrl-C right after a periodic checkpoint)
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    if rank == 0:
+        if folder.exists():  # a rerun of the same version (e.g. Ctrl-C right after a periodic checkpoint)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    _barrier()  # the folder exists before any rank writes into it
     engine.save_checkpoint(str(folder / "deepspeed"), tag="state", save_latest=False)  # type: ignore[attr-defined]
+    _barrier()  # every shard is written before `latest` points at them
+    if rank != 0:
+        return folder
     save_weights(engine.module, folder / "policy.safetensors")  # type: ignore[attr-defined]
     (folder / "learner.json").write_text(json.dumps({**meta, "version": version}, indent=1))
     tmp = root / f".{LATEST}.tmp"
@@ -46,6 +55,11 @@ def save_checkpoint(
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
 
 
 def latest_checkpoint(root: str | os.PathLike[str]) -> Path | None:

@@ -1,7 +1,8 @@
 """The learner process: trajectory groups from Redis -> MGPO step on DeepSpeed -> weights to the actors.
 
-`Learner` is a plain class (tested directly); `start_learner` runs it as a Ray actor. The driver calls
-`step` in a loop, `sync` at broadcast boundaries, and `checkpoint`; the learner never calls an actor.
+`Learner` is a plain class (tested directly), one per rank; `learner.ranks.start_learner` runs its ranks as
+Ray actors. The driver calls `step` in a loop, `sync` at broadcast boundaries, and `checkpoint`; the learner
+never calls an actor.
 
 Exactly-once use of groups: a group is used at most once per timeline (`_seen`, and Redis' committed set
 for older checkpoints), and groups are acked in Redis only by `checkpoint`, so a learner restarted from its
@@ -23,8 +24,8 @@ import redis
 import torch
 
 from learner.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
-from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks, init_single_rank
-from learner.step import UpdateConfig, mgpo_step
+from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks, init_ranks, init_single_rank
+from learner.step import Ranks, UpdateConfig, mgpo_step
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig
 from mgpo.metrics import summarize
@@ -53,6 +54,7 @@ class LearnerSpec:
     engine: EngineConfig = field(default_factory=EngineConfig)
     lr: float = 1e-6
     groups_per_step: int = 16
+    world_size: int = 1  # data-parallel ranks, each a process (a GPU on a cluster)
     max_staleness: int = 1
     broadcast_backend: str = "auto"  # "auto": NCCL when the learner has a GPU, else gloo
     bucket_bytes: int = 64 << 20
@@ -64,30 +66,48 @@ class LearnerSpec:
 
 
 class Learner:
-    def __init__(self, spec: LearnerSpec) -> None:
-        self.spec = spec
+    """One rank of the learner. Rank 0 (the head) alone talks to Redis, the actors and the driver's
+    Prometheus; every rank holds the model and trains on its share of each step's groups, which the head
+    hands out (`_share`). `step` and `checkpoint` are collective: the driver calls them on every rank."""
+
+    def __init__(self, spec: LearnerSpec, rank: int = 0, rendezvous: tuple[str, int] | None = None) -> None:
+        self.spec, self.rank, self.head = spec, rank, rank == 0
         torch.manual_seed(spec.seed)
-        init_single_rank()
+        if spec.world_size == 1:
+            init_single_rank()
+            self.ranks = Ranks()
+        else:
+            assert rendezvous is not None, "a learner of several ranks meets at the driver's store"
+            init_ranks(rank, spec.world_size, *rendezvous)
+            self.ranks = Ranks(rank, spec.world_size, torch.distributed.all_reduce)
         dtype = torch.bfloat16 if spec.engine.dtype == "bf16" else torch.float32
         model = load_policy(spec.model_path, dtype=dtype)
-        self.reference = load_policy(spec.model_path, dtype=dtype).eval() if spec.loss.kl_coef > 0 else None
         optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.engine = build_deepspeed(model, optimizer, spec.engine)
         self.backward, self.optimizer_step = deepspeed_callbacks(self.engine)
+        device = next(self.engine.module.parameters()).device  # DeepSpeed moved the policy to the GPU
+        self.reference = None
+        if spec.loss.kl_coef > 0:
+            self.reference = load_policy(spec.model_path, dtype=dtype).to(device).eval().requires_grad_(False)
         self.processor = load_processor(spec.model_path)
         self.store = ImageStore(spec.image_store)
-        self.queue = Queue(redis.Redis.from_url(spec.redis_url), spec.run, "learner")
-        self.queue.ensure_groups()
-        self.run_state = RunState(self.queue.client, spec.run)
         self.checkpoints = Path(spec.run_dir) / "checkpoints"
-        self.ledger = Path(spec.run_dir) / "ledger.jsonl"
-        self.ledger.parent.mkdir(parents=True, exist_ok=True)
-
         self.version = 0
         self.counters = {"used": 0, "stale": 0, "duplicate": 0, "unreadable": 0}
         self._uncommitted: list[tuple[str, str]] = []  # (message id, group id) used since the checkpoint
-        self._seen: set[str] = set()
         self._carry: list[TrajectoryGroup] = []  # collected for a step that timed out
+        self.metrics: LearnerMetrics | None = None
+        if not self.head:
+            if spec.resume:
+                self._restore_engine(latest_checkpoint(self.checkpoints))
+            return
+        self.queue = Queue(redis.Redis.from_url(spec.redis_url), spec.run, "learner")
+        self.queue.ensure_groups()
+        self.run_state = RunState(self.queue.client, spec.run)
+        self.ledger = Path(spec.run_dir) / "ledger.jsonl"
+        self.ledger.parent.mkdir(parents=True, exist_ok=True)
+
+        self._seen: set[str] = set()
         self._backlog: list[tuple[str, TrajectoryGroup]] = []
         if spec.resume:
             self._restore(latest_checkpoint(self.checkpoints))
@@ -96,7 +116,6 @@ class Learner:
         self._store: torch.distributed.TCPStore | None = None
         self._group: tuple[int, object] | None = None
         self._generation = 0
-        self.metrics: LearnerMetrics | None = None
         if spec.metrics_port is not None:
             from prometheus_client import CollectorRegistry
 
@@ -113,12 +132,16 @@ class Learner:
         within `timeout_s` (what was collected waits for the next call). `partial`: step on what there is
         (the end of the data)."""
         start = time.perf_counter()
-        groups = self._collect(timeout_s)
+        groups = self._collect(timeout_s) if self.head else []
         waited = time.perf_counter() - start
-        if len(groups) < self.spec.groups_per_step and not (partial and groups):
-            self._carry = groups
+        ready = len(groups) >= self.spec.groups_per_step or (partial and bool(groups))
+        self._carry = [] if ready else groups
+        if self.spec.world_size > 1:
+            groups = self._share(groups if ready else None)
+        elif not ready:
+            groups = None
+        if groups is None:
             return None
-        self._carry = []
         staleness = [self.version - g.policy_version for g in groups]
         started = time.perf_counter()
         result = mgpo_step(
@@ -131,10 +154,12 @@ class Learner:
             self.spec.update,
             self.backward,
             self.optimizer_step,
+            self.ranks,
         )
         self.version += 1
-        self.counters["used"] += len(groups)
-        self._record(used=[g.id for g in groups], staleness=staleness)
+        if self.head:
+            self.counters["used"] += len(groups)
+            self._record(used=[g.id for g in groups], staleness=staleness)
         summary = summarize(groups)
         stats = {
             "version": self.version,
@@ -165,6 +190,13 @@ class Learner:
             self.metrics.observe_step(stats, groups, staleness)
             self.metrics.count_groups("used", len(groups))
         return stats
+
+    def _share(self, groups: list[TrajectoryGroup] | None) -> list[TrajectoryGroup] | None:
+        """The head's groups for this step (None: no step) on every rank. The other ranks wait here while
+        the head collects; records are small (ids, logprobs, views), images stay in the shared store."""
+        box = [groups]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
 
     def _collect(self, timeout_s: float) -> list[TrajectoryGroup]:
         fresh = list(self._carry)
@@ -276,18 +308,21 @@ class Learner:
 
     # ---- checkpoints ----------------------------------------------------------------------------------
 
-    def checkpoint(self) -> str:
-        """Save, then ack in Redis the groups it holds (a crash in between re-acks them on resume)."""
+    def checkpoint(self) -> str | None:
+        """Save, then ack in Redis the groups it holds (a crash in between re-acks them on resume).
+        Collective: every rank writes its optimizer shard; the head returns the folder."""
         used = list(self._uncommitted)
         meta = {
             "counters": dict(self.counters),
             "committed": used,
             "carry": [g.id for g in self._carry],
-            "ledger_lines": _count_lines(self.ledger),
+            "ledger_lines": _count_lines(self.ledger) if self.head else 0,
         }
         folder = save_checkpoint(
-            self.engine, self.checkpoints, self.version, meta, self.spec.keep_checkpoints
+            self.engine, self.checkpoints, self.version, meta, self.spec.keep_checkpoints, self.rank
         )
+        if not self.head:
+            return None
         self._commit(used)
         if self.metrics is not None:
             self.metrics.checkpoints.labels(self.spec.run).inc()
@@ -299,11 +334,19 @@ class Learner:
         self.queue.commit_groups([m for m, _ in done], [g for _, g in done])
         self._uncommitted = [(m, g) for m, g in self._uncommitted if g in carried]
 
+    def _restore_engine(self, folder: Path | None) -> dict:
+        """Every rank: the engine's state and the version at `folder` (None: start from the model)."""
+        if folder is None:
+            return {}
+        meta = load_checkpoint(self.engine, folder)
+        self.version = int(meta["version"])
+        return meta
+
     def _restore(self, folder: Path | None) -> None:
-        """Continue from `folder` (None: no checkpoint yet, start from the model) and the Redis streams."""
+        """The head: continue from `folder` (None: no checkpoint yet, start from the model) and the Redis
+        streams."""
+        meta = self._restore_engine(folder)
         if folder is not None:
-            meta = load_checkpoint(self.engine, folder)
-            self.version = int(meta["version"])
             self.counters.update(meta["counters"])
             self._commit([tuple(x) for x in meta["committed"]])  # idempotent if they were acked already
         lines = self.ledger.read_text().splitlines(keepends=True) if self.ledger.exists() else []
@@ -331,19 +374,3 @@ class Learner:
 
 def _count_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def start_learner(
-    spec: LearnerSpec,
-    incarnation: int = 0,
-    num_cpus: float = 1.0,
-    num_gpus: float = 0.0,
-    resources: dict[str, float] | None = None,
-) -> object:
-    """The learner as a Ray actor; each restart is a new `incarnation` (Ray frees a dead actor's name late)."""
-    import ray
-
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or {}, max_concurrency=1)(
-        Learner
-    )
-    return remote.options(name=f"{spec.run}-learner-{incarnation}").remote(spec)

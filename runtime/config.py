@@ -161,13 +161,18 @@ class LearnerConfig(_Section):
     minibatches: int = Field(
         1, ge=1, le=4096, description="optimizer updates per pass: the step's groups split this many ways"
     )
-    zero_stage: Literal[0, 1] = Field(1, description="DeepSpeed ZeRO stage (2 and 3 are not supported yet)")
+    zero_stage: Literal[0, 1, 2] = Field(
+        1, description="DeepSpeed ZeRO stage: 1 shards optimizer states over the ranks, 2 also gradients"
+    )
+    world_size: int = Field(
+        1, ge=1, le=1024, description="learner ranks (data parallel), each a process with `gpus` GPUs"
+    )
     sync_every: int = Field(1, ge=1, description="broadcast weights every this many optimizer steps")
     max_staleness: int = Field(
         1, ge=0, description="drop groups more than this many versions old; 0 = on-policy"
     )
     checkpoint_every: int = Field(50, ge=1)
-    gpus: float = Field(0.0, ge=0.0, le=64.0, description="Ray GPUs the learner reserves (0 on CPU)")
+    gpus: float = Field(0.0, ge=0.0, le=64.0, description="Ray GPUs each learner rank reserves (0 on CPU)")
     ray_resources: dict[str, Amount] = Field(
         default_factory=dict, description="custom Ray resources the learner needs (pins it to a worker group)"
     )
@@ -187,6 +192,11 @@ class LearnerConfig(_Section):
 
     @model_validator(mode="after")
     def _staleness(self) -> LearnerConfig:
+        if self.world_size > 1 and self.zero_stage == 0:
+            raise ValueError(
+                "zero_stage 0 with world_size > 1: the ranks' gradients are reduced by ZeRO here; use "
+                "zero_stage 1 or 2"
+            )
         if self.minibatches > self.groups_per_step:
             raise ValueError(
                 f"minibatches {self.minibatches} > groups_per_step {self.groups_per_step}: an update needs at "

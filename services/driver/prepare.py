@@ -86,8 +86,8 @@ def start_ray(config: RunConfig) -> bool:
         ray.init(address=config.ray_address, namespace="mgpo", log_to_driver=False)
         stop_on_sigterm()
         return True
-    # logical CPUs: every actor and the learner reserve one; on a 2-core box they time-share
-    cpus = max(os.cpu_count() or 1, config.rollout.actors + 4)
+    # logical CPUs: every actor and learner rank reserve one; on a 2-core box they time-share
+    cpus = max(os.cpu_count() or 1, config.rollout.actors + config.learner.world_size + 3)
     # Ray starts its workers at nice 15 by default: beside another job at the usual priority the learner and
     # the actors then got a few % of the cores (the demo made no RL step in 5 minutes beside a 2-thread torch
     # job). They are the run's work: the same priority as the driver, unless RAY_worker_niceness says else.
@@ -107,7 +107,10 @@ def start_ray(config: RunConfig) -> bool:
 def check_gpus(config: RunConfig, available: float) -> None:
     """On a local Ray, a learner or an actor that asks for more GPUs than the machine has would wait for
     them forever: refuse at start, saying which key asks for what."""
-    wants = {"learner.gpus": config.learner.gpus, "rollout.gpus_per_actor": config.rollout.gpus_per_actor}
+    wants = {
+        "learner.gpus x learner.world_size": config.learner.gpus * config.learner.world_size,
+        "rollout.gpus_per_actor": config.rollout.gpus_per_actor,
+    }
     over = [f"{key} {amount:g}" for key, amount in wants.items() if amount > available]
     if over:
         raise ValueError(
@@ -133,6 +136,7 @@ def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: boo
         weight_decay=lc.weight_decay,
         lr=lc.lr,
         groups_per_step=lc.groups_per_step,
+        world_size=lc.world_size,
         max_staleness=lc.max_staleness,
         bucket_bytes=lc.bucket_mb << 20,
         broadcast_backend=lc.broadcast_backend,

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from learner.checkpoint import latest_checkpoint
-from learner.service import start_learner
+from learner.ranks import start_learner
 from mgpo.checks import screen
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.records import PromptRecord
@@ -176,19 +176,22 @@ class Trainer:
     def _start_learner(self, resume: bool) -> None:
         import ray
 
-        self.learner = start_learner(
+        self.learners = start_learner(
             learner_spec(self.config, self.model_path, self.redis_url, resume),
             incarnation=self._learner_starts,
             num_gpus=self.config.learner.gpus,
             resources=self.config.learner.ray_resources,
         )
+        self.learner = self.learners.head  # for all that is not collective
         self._learner_starts += 1
         if not resume:
             # a fresh policy is the model folder itself (version 0): the actors' engines start while the
             # learner initialises, instead of after it (the two longest start-up stages, overlapped)
             self.membership.reconcile(None)
-        info = ray.get(self.learner.info.remote())
+        info = self.learners.call("info")  # every rank is up (a rank that failed to start fails this)
         self.membership.pids["learner"] = info["pid"]
+        for rank, handle in enumerate(self.learners.ranks[1:], start=1):
+            self.membership.pids[f"learner-rank-{rank}"] = ray.get(handle.info.remote())["pid"]
         self.weight_sync.new_learner(self.learner)
         self.run_state.set(version=info["version"])
 
@@ -266,9 +269,9 @@ class Trainer:
         import ray
 
         try:
-            stats = ray.get(self.learner.step.remote(timeout_s=self.config.learner.step_timeout_s))
+            stats = self.learners.call("step", timeout_s=self.config.learner.step_timeout_s)
             if stats is None and self.feeder.exhausted():
-                stats = ray.get(self.learner.step.remote(timeout_s=1.0, partial=True))
+                stats = self.learners.call("step", timeout_s=1.0, partial=True)
                 if stats is None:
                     self.console.print("the data is used up")
                     return "exhausted"
@@ -362,7 +365,7 @@ class Trainer:
         import ray
 
         try:
-            folder = ray.get(self.learner.checkpoint.remote())
+            folder = self.learners.call("checkpoint")
             self.console.print(f"checkpoint {folder}")
         except ray.exceptions.RayError as err:
             self.console.print(f"[red]checkpoint failed[/]: {shown(err)}")

@@ -119,6 +119,11 @@ def test_unreadable_files_give_config_errors(tmp_path):
         ({"rollout": {"actors": 10**9}}, "rollout.actors: Input should be less than or equal to 1024"),
         ({"learner": {"gpus": 1e9}}, "learner.gpus: Input should be less than or equal to 64"),
         (
+            {"learner": {"world_size": 2, "zero_stage": 0}},
+            "zero_stage 0 with world_size > 1: the ranks' gradients are reduced by ZeRO here",
+        ),
+        ({"learner": {"zero_stage": 3}}, "learner.zero_stage: Input should be 0, 1 or 2"),
+        (
             {"rollout": {"ray_resources": {"rollout": -1}}},
             "rollout.ray_resources.rollout: Input should be greater than or equal to 0",
         ),

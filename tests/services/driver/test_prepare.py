@@ -5,13 +5,15 @@ from services.driver.prepare import actor_spec, check_gpus
 
 
 def test_a_run_asking_for_gpus_a_local_machine_lacks_is_refused_at_start():
-    config = parse_config({"learner": {"gpus": 2}, "rollout": {"gpus_per_actor": 0.5}})
+    config = parse_config({"learner": {"gpus": 2, "world_size": 2}, "rollout": {"gpus_per_actor": 0.5}})
     with pytest.raises(ValueError) as err:
-        check_gpus(config, available=0.0)
+        check_gpus(config, available=2.0)
     assert str(err.value) == (
-        "learner.gpus 2, rollout.gpus_per_actor 0.5, but this machine has 0 GPUs (local Ray): lower them"
+        "learner.gpus x learner.world_size 4, but this machine has 2 GPUs (local Ray): lower them"
     )
-    check_gpus(config, available=2.0)  # enough: no error
+    with pytest.raises(ValueError, match="rollout.gpus_per_actor 0.5, but this machine has 0 GPUs"):
+        check_gpus(config, available=0.0)
+    check_gpus(config, available=4.0)  # enough: no error
 
 
 def test_each_actor_gets_its_own_seed_and_the_queue_settings():
