@@ -55,6 +55,8 @@ class ActorSpec:
     claim_idle_ms: int = 60_000
     max_deliveries: int = 3  # a prompt delivered this often without completing goes to the dead letters
     seed: int = 0
+    dtype: str = "fp32"  # "fp32" | "bf16": the engine's, as the learner's (model.dtype)
+    tensor_parallel: int = 1  # GPUs the vLLM engine shards the model over
     weights: str | None = None  # a snapshot to load before producing anything (joining mid-run, resuming)
     version: int = 0  # the policy version of `weights`
     metrics_port: int | None = None  # None: no Prometheus endpoint; 0: any free port
@@ -84,12 +86,22 @@ def build_engine(spec: ActorSpec) -> Engine:
         from actors.vllm_engine import VLLMEngine
 
         return VLLMEngine(
-            spec.model_path, max_images, budget, max_model_len=spec.max_model_len, seed=spec.seed
+            spec.model_path,
+            max_images,
+            budget,
+            dtype=spec.dtype,
+            max_model_len=spec.max_model_len,
+            seed=spec.seed,
+            tensor_parallel=spec.tensor_parallel,
         )
     if spec.engine == "hf":
+        import torch
+
         from actors.hf_engine import HFEngine
 
-        return HFEngine(spec.model_path, budget)
+        return HFEngine(
+            spec.model_path, budget, dtype=torch.bfloat16 if spec.dtype == "bf16" else torch.float32
+        )
     raise ValueError(f"unknown engine {spec.engine!r}; choose 'vllm' or 'hf'")
 
 

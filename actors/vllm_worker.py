@@ -21,11 +21,14 @@ class WeightReload:
         return len(state)
 
     def mgpo_receive_weights(self, address: list, rank: int, plan: list) -> int:
-        """Join this generation of the broadcast group (once), receive every bucket, then apply them."""
+        """Join this generation of the broadcast group (once) at the member's `rank` plus this worker's
+        tensor-parallel rank, receive every bucket, then apply them (vLLM's loader takes this worker's shard)."""
+        from vllm.distributed import get_tensor_model_parallel_rank
+
         address = Address(*address)
         cached = getattr(self, "_mgpo_group", None)
         if cached is None or cached[0] != address:  # a restarted learner counts generations anew
-            self._mgpo_group = (address, join(address, rank))
+            self._mgpo_group = (address, join(address, rank + get_tensor_model_parallel_rank()))
         device = getattr(self, "device", "cpu")
         try:
             state = receive_all(plan_from_wire(plan), self._mgpo_group[1], device=device)

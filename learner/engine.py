@@ -8,7 +8,7 @@ boundary that reduces the gradients across ranks, and backward never scales by a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,6 +20,7 @@ class EngineConfig:
     zero_stage: int = 1  # 0, 1 (one rank) and 2 (two ranks) are tested equal to the torch step on CPU
     dtype: str = "fp32"  # "fp32" | "bf16"
     max_grad_norm: float = 1.0
+    offload_optimizer: bool = False  # optimizer states (and its step) in CPU memory: ZeRO-Offload
 
     def deepspeed_config(self) -> dict[str, object]:
         return {
@@ -27,7 +28,14 @@ class EngineConfig:
             "gradient_accumulation_steps": 1,
             "managed_gradient_accumulation": False,
             "gradient_clipping": self.max_grad_norm,
-            "zero_optimization": {"stage": self.zero_stage},
+            "zero_optimization": {
+                "stage": self.zero_stage,
+                **(
+                    {"offload_optimizer": {"device": "cpu", "pin_memory": True}}
+                    if self.offload_optimizer
+                    else {}
+                ),
+            },
             # we pass torch optimizers on purpose (DeepSpeed's own Adam JIT-compiles on CPU)
             "zero_allow_untested_optimizer": True,
             "bf16": {"enabled": self.dtype == "bf16"},
@@ -72,6 +80,28 @@ def init_ranks(rank: int, world_size: int, host: str, port: int, timeout_s: floa
     store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timeout)
     backend = get_accelerator().communication_backend_name()
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward instead of keeping them. HF does so only in
+    training mode, which the step switches on for its trainable passes: refused for a model with dropout,
+    whose training mode would change the function the old log-probs were computed with."""
+    dropout = {k: v for k, v in model.config.get_text_config().to_dict().items() if "dropout" in k and v}  # type: ignore[attr-defined]
+    if dropout:
+        raise ValueError(f"gradient_checkpointing needs a model without dropout; this one has {dropout}")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, config: EngineConfig
+) -> torch.optim.Optimizer:
+    """AdamW: torch's, or with the optimizer offloaded DeepSpeed's CPU Adam (its C++ op is built on first use,
+    ~1 min; a torch optimizer would step the offloaded states several times slower)."""
+    if config.offload_optimizer:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(params, lr=lr, weight_decay=weight_decay, adamw_mode=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def build_deepspeed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: EngineConfig) -> object:

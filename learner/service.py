@@ -24,7 +24,15 @@ import redis
 import torch
 
 from learner.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
-from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks, init_ranks, init_single_rank
+from learner.engine import (
+    EngineConfig,
+    build_deepspeed,
+    deepspeed_callbacks,
+    enable_gradient_checkpointing,
+    init_ranks,
+    init_single_rank,
+    make_optimizer,
+)
 from learner.step import Ranks, UpdateConfig, mgpo_step
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig
@@ -82,7 +90,9 @@ class Learner:
             self.ranks = Ranks(rank, spec.world_size, torch.distributed.all_reduce)
         dtype = torch.bfloat16 if spec.engine.dtype == "bf16" else torch.float32
         model = load_policy(spec.model_path, dtype=dtype)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        if spec.update.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        optimizer = make_optimizer(model.parameters(), spec.lr, spec.weight_decay, spec.engine)
         self.engine = build_deepspeed(model, optimizer, spec.engine)
         self.backward, self.optimizer_step = deepspeed_callbacks(self.engine)
         device = next(self.engine.module.parameters()).device  # DeepSpeed moved the policy to the GPU

@@ -117,6 +117,7 @@ class UpdateConfig:
     ppo_epochs: int = 1
     minibatches: int = 1
     temperature: float = 1.0
+    gradient_checkpointing: bool = False  # recompute activations in backward (set on the model as well)
 
     @property
     def updates(self) -> int:
@@ -175,7 +176,11 @@ def mgpo_step(
                 (prepared[i], old[i], ref[i], signal[i].tokens / total if counts else 0.0)
                 for i, counts in part
             ]
+            # HF recomputes activations only in training mode; its Qwen2.5-VL has no dropout to switch on
+            # (the learner refuses gradient checkpointing on a model with dropout)
+            model.train(update.gradient_checkpointing)
             sums[:6] += _accumulate(model, entries, ranks.world_size, config, update.temperature, backward)
+            model.eval()
             sums[6] += optimizer_step()
             updates += 1
     ranks.all_reduce(sums[:6])  # each rank's sums are its groups' shares of every update

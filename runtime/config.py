@@ -98,6 +98,9 @@ class RolloutConfig(_Section):
     gpus_per_actor: float = Field(
         0.0, ge=0.0, le=64.0, description="Ray GPUs each rollout actor reserves (0 on CPU)"
     )
+    tensor_parallel: int = Field(
+        1, ge=1, le=64, description="GPUs each actor's vLLM engine shards the model over (vLLM only)"
+    )
     ray_resources: dict[str, Amount] = Field(
         default_factory=dict,
         description="custom Ray resources each actor needs (pins actors to a worker group)",
@@ -132,6 +135,11 @@ class RolloutConfig(_Section):
     def _budget(self) -> RolloutConfig:
         if self.box_hint and self.mode is Mode.MULTITURN:
             raise ValueError("box_hint is for the mgpo and grpo modes: multiturn states its own JSON")
+        if self.tensor_parallel > 1 and (self.engine != "vllm" or self.gpus_per_actor < self.tensor_parallel):
+            raise ValueError(
+                f"tensor_parallel {self.tensor_parallel} needs the vllm engine and gpus_per_actor >= "
+                f"{self.tensor_parallel} (it is {self.gpus_per_actor:g}): each shard is one GPU"
+            )
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
         turns = (self.max_crops if self.mode is Mode.MULTITURN else 1) + 1
@@ -167,6 +175,12 @@ class LearnerConfig(_Section):
     world_size: int = Field(
         1, ge=1, le=1024, description="learner ranks (data parallel), each a process with `gpus` GPUs"
     )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward: less memory for ~1/3 more compute"
+    )
+    offload_optimizer: bool = Field(
+        False, description="AdamW states and step in CPU memory (ZeRO-Offload; needs zero_stage >= 1)"
+    )
     sync_every: int = Field(1, ge=1, description="broadcast weights every this many optimizer steps")
     max_staleness: int = Field(
         1, ge=0, description="drop groups more than this many versions old; 0 = on-policy"
@@ -192,6 +206,10 @@ class LearnerConfig(_Section):
 
     @model_validator(mode="after")
     def _staleness(self) -> LearnerConfig:
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError(
+                "offload_optimizer needs zero_stage 1 or 2: ZeRO-Offload moves ZeRO's optimizer shards"
+            )
         if self.world_size > 1 and self.zero_stage == 0:
             raise ValueError(
                 "zero_stage 0 with world_size > 1: the ranks' gradients are reduced by ZeRO here; use "

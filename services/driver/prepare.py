@@ -128,10 +128,16 @@ def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: boo
         run_dir=str(config.run_dir),
         loss=LossConfig(clip=lc.clip, kl_coef=lc.kl_coef, entropy_coef=lc.entropy_coef, is_cap=lc.is_cap),
         engine=EngineConfig(
-            zero_stage=lc.zero_stage, dtype=config.model.dtype, max_grad_norm=lc.max_grad_norm
+            zero_stage=lc.zero_stage,
+            dtype=config.model.dtype,
+            max_grad_norm=lc.max_grad_norm,
+            offload_optimizer=lc.offload_optimizer,
         ),
         update=UpdateConfig(
-            ppo_epochs=lc.ppo_epochs, minibatches=lc.minibatches, temperature=config.rollout.temperature
+            ppo_epochs=lc.ppo_epochs,
+            minibatches=lc.minibatches,
+            temperature=config.rollout.temperature,
+            gradient_checkpointing=lc.gradient_checkpointing,
         ),
         weight_decay=lc.weight_decay,
         lr=lc.lr,
@@ -183,6 +189,8 @@ def actor_spec(
         claim_idle_ms=config.queue.claim_idle_ms,
         max_deliveries=config.queue.max_deliveries,
         seed=config.seed + 1000 * index,
+        dtype=config.model.dtype,
+        tensor_parallel=r.tensor_parallel,
         weights=weights,
         version=version,
         metrics_port=config.metrics.actor_port if config.metrics.enabled else None,

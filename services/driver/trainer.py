@@ -105,7 +105,11 @@ class Trainer:
         # a private server's URL only in processes.json: a configured one may carry a password
         self.membership.redis_url = self.redis_url if self.redis_server is not None else None
         self.weight_sync = WeightSync(
-            self.membership, self.run_state, cfg.learner.sync_timeout_s, self.console
+            self.membership,
+            self.run_state,
+            cfg.learner.sync_timeout_s,
+            self.console,
+            cfg.rollout.tensor_parallel,
         )
 
     def _connect(self) -> None:

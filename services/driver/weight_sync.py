@@ -1,8 +1,8 @@
 """The weight sync: every `sync_every` learner steps the learner broadcasts its weights to every member
 (runtime.broadcast; gloo on CPU, NCCL on GPU).
 
-A broadcast group is one *generation*: the learner (rank 0) and the members at its start (ranks 1..N, in
-name order). Membership changes form a new generation at the next sync. A member that fails a sync is left
+A broadcast group is one *generation*: the learner (rank 0) and the members at its start, in name order, each
+member holding `tensor_parallel` ranks (one per vLLM worker: member i's are 1 + i*tp .. (i+1)*tp). Membership changes form a new generation at the next sync. A member that fails a sync is left
 out of the next generation and the survivors are tried once more at once, so one dead actor never stops the
 others from getting the weights."""
 
@@ -15,11 +15,23 @@ from services.driver.membership import Membership
 from services.driver.messages import shown
 
 
+def member_ranks(names: tuple[str, ...], tensor_parallel: int) -> tuple[dict[str, int], int]:
+    """Each member's first rank in the broadcast group, and the group's size (the learner is rank 0)."""
+    first = {name: 1 + i * tensor_parallel for i, name in enumerate(names)}
+    return first, 1 + len(names) * tensor_parallel
+
+
 class WeightSync:
     def __init__(
-        self, membership: Membership, run_state: RunState, timeout_s: float, console: Console
+        self,
+        membership: Membership,
+        run_state: RunState,
+        timeout_s: float,
+        console: Console,
+        tensor_parallel: int = 1,
     ) -> None:
         self.membership, self.run_state, self.timeout_s = membership, run_state, timeout_s
+        self.tensor_parallel = tensor_parallel
         self.console = console
         self.address: list | None = None  # the current generation's rendezvous
         self.members: tuple[str, ...] = ()  # ... and who is in it
@@ -49,14 +61,15 @@ class WeightSync:
         names = tuple(sorted(members))
         if not names:
             return None
+        first, world_size = member_ranks(names, self.tensor_parallel)
         if self.address is None or self.members != names:
-            self.address = ray.get(learner.address.remote(len(names) + 1))  # type: ignore[attr-defined]
+            self.address = ray.get(learner.address.remote(world_size))  # type: ignore[attr-defined]
             self.members = names
         version = ray.get(learner.info.remote())["version"]  # type: ignore[attr-defined]
         sender = learner.sync.remote(self.address)  # type: ignore[attr-defined]
         receivers = {
-            n: members[n].receive_weights.remote(self.address, rank, self.plan, version)  # type: ignore[attr-defined]
-            for rank, n in enumerate(names, start=1)
+            n: members[n].receive_weights.remote(self.address, first[n], self.plan, version)  # type: ignore[attr-defined]
+            for n in names
         }
         ray.wait([sender, *receivers.values()], num_returns=1 + len(receivers), timeout=self.timeout_s + 30)
         failed = []

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from learner.engine import enable_gradient_checkpointing
 from learner.logprobs import group_batch, token_stats
 from learner.step import UpdateConfig, mgpo_step, torch_optimizer_step
 from mgpo.data.dataset import open_store
@@ -149,3 +150,43 @@ def test_minibatches_split_a_step_into_that_many_updates(box_model, synth_data):
         lambda: steps.append(1) or 1.0,
     )
     assert len(steps) == 4 and stats.grad_norm == 1.0 and stats.groups == 2
+
+
+def test_gradient_checkpointing_recomputes_the_layers_and_takes_the_same_step(box_model, synth_data):
+    store, processor = open_store(synth_data), load_processor(box_model)
+    groups = rewarded(rollout_groups(box_model, synth_data, [1], n=3, max_turn_tokens=16, seed=3), winner=0)
+    results = {}
+    for checkpointing in (False, True):
+        model = load_policy(box_model)
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        layer_calls = []
+        # a pre-hook: the recomputation stops early, once it has what backward needs, before a forward hook
+        model.model.language_model.layers[0].register_forward_pre_hook(
+            lambda *_, calls=layer_calls: calls.append(1)
+        )
+        sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+        update = UpdateConfig(gradient_checkpointing=checkpointing)
+        mgpo_step(
+            model,
+            None,
+            groups,
+            processor,
+            store,
+            LossConfig(kl_coef=0.0),
+            update,
+            lambda loss: loss.backward(),
+            torch_optimizer_step(model, sgd, 1e3),
+        )
+        results[checkpointing] = (len(layer_calls), [p.detach().clone() for p in model.parameters()])
+    assert results[True][0] == 2 * results[False][0]  # the forward again, in backward
+    for a, b in zip(results[False][1], results[True][1], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not model.training  # back in eval mode after the step
+
+
+def test_gradient_checkpointing_is_refused_on_a_model_with_dropout(box_model):
+    model = load_policy(box_model)
+    model.config.get_text_config().attention_dropout = 0.1
+    with pytest.raises(ValueError, match="gradient_checkpointing needs a model without dropout"):
+        enable_gradient_checkpointing(model)

@@ -2,6 +2,7 @@ import pytest
 
 from runtime.config import parse_config
 from services.driver.prepare import actor_spec, check_gpus
+from services.driver.weight_sync import member_ranks
 
 
 def test_a_run_asking_for_gpus_a_local_machine_lacks_is_refused_at_start():
@@ -38,3 +39,22 @@ def test_sigterm_stops_the_run_like_ctrl_c_once_and_a_repeat_does_not_cut_the_sh
         os.kill(os.getpid(), signal.SIGTERM)  # ignored: the shutdown that the first one started goes on
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_actors_run_the_models_dtype_and_tensor_parallel():
+    config = parse_config(
+        {"model": {"dtype": "bf16"}, "rollout": {"tensor_parallel": 2, "gpus_per_actor": 2}}
+    )
+    spec = actor_spec(config, "m", "redis://x", "a0", 0, None, 0)
+    assert (spec.dtype, spec.tensor_parallel) == ("bf16", 2)
+
+
+def test_tensor_parallel_needs_a_gpu_per_shard():
+    with pytest.raises(ValueError, match="tensor_parallel 2 needs the vllm engine and gpus_per_actor >= 2"):
+        parse_config({"rollout": {"tensor_parallel": 2, "gpus_per_actor": 1}})
+
+
+def test_each_tensor_parallel_worker_has_its_own_broadcast_rank():
+    first, world_size = member_ranks(("a", "b", "c"), tensor_parallel=2)
+    assert first == {"a": 1, "b": 3, "c": 5} and world_size == 7  # learner 0; a: 1-2, b: 3-4, c: 5-6
+    assert member_ranks(("a",), 1) == ({"a": 1}, 2)
