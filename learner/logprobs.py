@@ -17,7 +17,7 @@ from mgpo.images import ImageStore
 from mgpo.masks import Sequence as TokenSequence
 from mgpo.models.inputs import Batch, build_batch
 from mgpo.records import TrajectoryGroup
-from mgpo.resize import PixelBudget
+from mgpo.resize import MERGE, PixelBudget
 
 
 class TokenStats(NamedTuple):
@@ -45,6 +45,51 @@ def group_batch(processor: object, group: TrajectoryGroup, store: ImageStore) ->
     sequences = [TokenSequence(s.ids, s.loss_mask, s.logprobs) for s in group.samples]
     budget = PixelBudget(group.min_pixels, group.max_pixels)
     return build_batch(processor, sequences, group_views(group, store), budget, left_pad=False)
+
+
+def split_rows(batch: Batch, rows: int) -> list[tuple[Batch, slice]]:
+    """The batch in chunks of at most `rows` samples (a micro-batch), each trimmed to its own longest row,
+    with the slice of the batch's flat loss-token order (`flat`) that each chunk's tokens are."""
+    inputs, size = batch.inputs, batch.loss_mask.shape[0]
+    image_rows = _images_per_row(inputs) if "pixel_values" in inputs else [0] * size
+    grids = inputs.get("image_grid_thw")
+    patches = [int(g.prod()) for g in grids] if grids is not None else []
+    loss_counts = batch.loss_mask[:, 1:].sum(1).tolist()
+    out, image, patch, token = [], 0, 0, 0
+    for start in range(0, size, rows):
+        stop = min(start + rows, size)
+        width = int(inputs["attention_mask"][start:stop].sum(1).max())  # right padded: trailing columns
+        chunk = {
+            k: inputs[k][start:stop, :width] for k in ("input_ids", "attention_mask", "mm_token_type_ids")
+        }
+        images = sum(image_rows[start:stop])
+        if images:
+            count = sum(patches[image : image + images])
+            chunk["pixel_values"] = inputs["pixel_values"][patch : patch + count]
+            chunk["image_grid_thw"] = grids[image : image + images]
+            image, patch = image + images, patch + count
+        tokens = int(sum(loss_counts[start:stop]))
+        out.append(
+            (
+                Batch(chunk, batch.loss_mask[start:stop, :width], batch.logprobs[start:stop, :width]),
+                slice(token, token + tokens),
+            )
+        )
+        token += tokens
+    return out
+
+
+def _images_per_row(inputs: dict[str, torch.Tensor]) -> list[int]:
+    """How many of the batch's images (in order) each row holds: its image tokens, image by image."""
+    per_image = [int(g.prod()) // (MERGE * MERGE) for g in inputs["image_grid_thw"]]
+    counts, image = [], 0
+    for row_tokens in inputs["mm_token_type_ids"].sum(1).tolist():
+        taken = 0
+        while row_tokens > 0:
+            row_tokens -= per_image[image]
+            image, taken = image + 1, taken + 1
+        counts.append(taken)
+    return counts
 
 
 def token_stats(

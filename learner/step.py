@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from learner.logprobs import flat, group_batch, per_token, token_stats
+from learner.logprobs import flat, group_batch, per_token, split_rows, token_stats
 from mgpo.advantages import grpo_advantages
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig, policy_loss
@@ -118,6 +118,7 @@ class UpdateConfig:
     minibatches: int = 1
     temperature: float = 1.0
     gradient_checkpointing: bool = False  # recompute activations in backward (set on the model as well)
+    micro_batch: int = 0  # samples per forward/backward pass; 0: a whole group (its n samples) at once
 
     @property
     def updates(self) -> int:
@@ -126,15 +127,24 @@ class UpdateConfig:
 
 @torch.no_grad()
 def frozen_logprobs(
-    model: torch.nn.Module | None, prepared: dict[int, Prepared], temperature: float
+    model: torch.nn.Module | None, prepared: dict[int, Prepared], update: UpdateConfig
 ) -> dict[int, torch.Tensor | None]:
     """Logprobs under a model that does not train in this step (the pre-update policy, or the reference)."""
     if model is None:
         return dict.fromkeys(prepared)
-    return {
-        i: token_stats(model, p.batch.inputs, p.batch.loss_mask, False, temperature).logprobs
-        for i, p in prepared.items()
-    }
+    out = {}
+    for i, p in prepared.items():
+        parts = [
+            token_stats(model, b.inputs, b.loss_mask, False, update.temperature).logprobs
+            for b, _ in _chunks(p, update)
+        ]
+        out[i] = torch.cat(parts)
+    return out
+
+
+def _chunks(p: Prepared, update: UpdateConfig) -> list[tuple[Batch, slice]]:
+    rows = p.batch.loss_mask.shape[0]
+    return split_rows(p.batch, update.micro_batch or rows)
 
 
 def mgpo_step(
@@ -164,8 +174,8 @@ def mgpo_step(
     model.eval()  # no dropout: old logprobs must be the same function as the trained ones
     # With one update the policy the update starts from IS the one being trained: its log-probs are the
     # current ones, detached, and the extra forward pass is skipped. With several, they are fixed first.
-    old = frozen_logprobs(model if update.updates > 1 else None, prepared, update.temperature)
-    ref = frozen_logprobs(reference if config.kl_coef > 0 else None, prepared, update.temperature)
+    old = frozen_logprobs(model if update.updates > 1 else None, prepared, update)
+    ref = frozen_logprobs(reference if config.kl_coef > 0 else None, prepared, update)
     sums, updates = torch.zeros(7, device=next(model.parameters()).device), 0
     for _epoch in range(update.ppo_epochs):
         for split, part in zip(splits, parts, strict=True):
@@ -179,7 +189,7 @@ def mgpo_step(
             # HF recomputes activations only in training mode; its Qwen2.5-VL has no dropout to switch on
             # (the learner refuses gradient checkpointing on a model with dropout)
             model.train(update.gradient_checkpointing)
-            sums[:6] += _accumulate(model, entries, ranks.world_size, config, update.temperature, backward)
+            sums[:6] += _accumulate(model, entries, ranks.world_size, config, update, backward)
             model.eval()
             sums[6] += optimizer_step()
             updates += 1
@@ -202,29 +212,32 @@ def _accumulate(
     entries: list[tuple[Prepared, torch.Tensor | None, torch.Tensor | None, float]],
     world_size: int,
     config: LossConfig,
-    temperature: float,
+    update: UpdateConfig,
     backward: Callable[[torch.Tensor], None],
 ) -> torch.Tensor:
-    """Backward of this rank's groups of one update, each loss times its share of the update's tokens;
-    returns this rank's part of the update's loss statistics [6] (their sum over the ranks is the update's)."""
+    """Backward of this rank's groups of one update, micro-batch by micro-batch, each loss times its share of
+    the update's tokens; returns this rank's part of the update's loss statistics [6] (their sum over the
+    ranks is the update's)."""
     device = next(model.parameters()).device
     sums = torch.zeros(6, device=device)
     for p, old_lp, ref_lp, share in entries:
-        stats = token_stats(model, p.batch.inputs, p.batch.loss_mask, True, temperature)
-        out = policy_loss(
-            stats.logprobs,
-            stats.logprobs.detach() if old_lp is None else old_lp,
-            p.behaviour.to(device),
-            p.advantages.to(device),
-            torch.ones_like(stats.logprobs, dtype=torch.bool),
-            stats.entropy,
-            ref_lp,
-            config,
-        )
-        backward(out.loss * (share * world_size))  # the engine averages the ranks' gradients
-        sums += share * torch.stack(
-            [out.loss.detach(), out.policy, out.kl, out.entropy, out.clip_fraction, out.is_weight]
-        )
+        for batch, part in _chunks(p, update):
+            weight = share * (part.stop - part.start) / max(1, p.tokens)  # the chunk's share of the update
+            stats = token_stats(model, batch.inputs, batch.loss_mask, True, update.temperature)
+            out = policy_loss(
+                stats.logprobs,
+                stats.logprobs.detach() if old_lp is None else old_lp[part],
+                p.behaviour[part].to(device),
+                p.advantages[part].to(device),
+                torch.ones_like(stats.logprobs, dtype=torch.bool),
+                stats.entropy,
+                None if ref_lp is None else ref_lp[part],
+                config,
+            )
+            backward(out.loss * (weight * world_size))  # the engine averages the ranks' gradients
+            sums += weight * torch.stack(
+                [out.loss.detach(), out.policy, out.kl, out.entropy, out.clip_fraction, out.is_weight]
+            )
     return sums
 
 

@@ -178,6 +178,9 @@ class LearnerConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in backward: less memory for ~1/3 more compute"
     )
+    micro_batch: int = Field(
+        0, ge=0, le=4096, description="samples per forward/backward pass; 0: a whole group (rollout.n) at once"
+    )
     offload_optimizer: bool = Field(
         False, description="AdamW states and step in CPU memory (ZeRO-Offload; needs zero_stage >= 1)"
     )

@@ -138,6 +138,7 @@ def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: boo
             minibatches=lc.minibatches,
             temperature=config.rollout.temperature,
             gradient_checkpointing=lc.gradient_checkpointing,
+            micro_batch=lc.micro_batch,
         ),
         weight_decay=lc.weight_decay,
         lr=lc.lr,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from learner.engine import enable_gradient_checkpointing
-from learner.logprobs import group_batch, token_stats
+from learner.logprobs import group_batch, split_rows, token_stats
 from learner.step import UpdateConfig, mgpo_step, torch_optimizer_step
 from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
@@ -190,3 +190,41 @@ def test_gradient_checkpointing_is_refused_on_a_model_with_dropout(box_model):
     model.config.get_text_config().attention_dropout = 0.1
     with pytest.raises(ValueError, match="gradient_checkpointing needs a model without dropout"):
         enable_gradient_checkpointing(model)
+
+
+def test_micro_batches_take_the_same_step_one_sample_per_pass(box_model, synth_data):
+    store, processor = open_store(synth_data), load_processor(box_model)
+    groups = rewarded(
+        rollout_groups(box_model, synth_data, [1, 2], n=3, max_turn_tokens=16, seed=4), winner=2
+    )
+    batch = group_batch(processor, groups[0], store)
+    model = load_policy(box_model)
+    with torch.no_grad():
+        whole = token_stats(model, batch.inputs, batch.loss_mask).logprobs
+        parts = [token_stats(model, b.inputs, b.loss_mask).logprobs for b, _ in split_rows(batch, 2)]
+    counts = batch.loss_mask[:, 1:].sum(1).tolist()
+    assert [len(p) for p in parts] == [counts[0] + counts[1], counts[2]]
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-5)  # same tokens, same order, trimmed padding
+
+    results = {}
+    for micro in (0, 1):
+        model = load_policy(box_model)
+        calls = _forwards(model)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+        stats = mgpo_step(
+            model,
+            None,
+            groups,
+            processor,
+            store,
+            LossConfig(kl_coef=0.0),
+            UpdateConfig(micro_batch=micro),
+            lambda loss: loss.backward(),
+            torch_optimizer_step(model, sgd, 1e3),
+        )
+        results[micro] = (len(calls), stats, [p.detach().clone() for p in model.parameters()])
+    assert results[1][0] == 3 * results[0][0]  # one pass per sample instead of one per group
+    assert results[1][1].loss == pytest.approx(results[0][1].loss, abs=1e-6)
+    assert results[1][1].grad_norm == pytest.approx(results[0][1].grad_norm, rel=1e-4)
+    for a, b in zip(results[0][2], results[1][2], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
