@@ -17,8 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
-
-from mgpo.models.weights import save_weights
+from safetensors.torch import save_file
 
 LATEST = "latest"
 
@@ -28,7 +27,13 @@ def tag_for(version: int) -> str:
 
 
 def save_checkpoint(
-    engine: object, root: str | os.PathLike[str], version: int, meta: dict, keep: int = 2, rank: int = 0
+    engine: object,
+    root: str | os.PathLike[str],
+    version: int,
+    meta: dict,
+    policy: dict[str, torch.Tensor],
+    keep: int = 2,
+    rank: int = 0,
 ) -> Path:
     """Write a complete checkpoint, then point `latest` at it, then prune all but the newest `keep`.
 
@@ -47,7 +52,7 @@ def save_checkpoint(
     _barrier()  # every shard is written before `latest` points at them
     if rank != 0:
         return folder
-    save_weights(engine.module, folder / "policy.safetensors")  # type: ignore[attr-defined]
+    save_file(policy, str(folder / "policy.safetensors"))
     (folder / "learner.json").write_text(json.dumps({**meta, "version": version}, indent=1))
     tmp = root / f".{LATEST}.tmp"
     tmp.write_text(tag)
@@ -81,7 +86,12 @@ def load_checkpoint(engine: object, folder: str | os.PathLike[str]) -> dict:
     return json.loads((folder / "learner.json").read_text())
 
 
-def export_hf(model: torch.nn.Module, base: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+def export_hf(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    base: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+) -> Path:
     """A complete HF model folder of the trained policy: the base folder's tokenizer and processor files
     plus the new config and weights (loads with from_pretrained, vLLM, and `--model.path`)."""
     base, out = Path(base), Path(out)
@@ -90,5 +100,5 @@ def export_hf(model: torch.nn.Module, base: str | os.PathLike[str], out: str | o
         weights = ".safetensors" in item.name or item.name.startswith("pytorch_model")  # incl. shard indexes
         if item.is_file() and not weights and item.name != "config.json":
             shutil.copy2(item, out / item.name)
-    model.save_pretrained(out)  # type: ignore[attr-defined]
+    model.save_pretrained(out, state_dict=state)  # type: ignore[attr-defined]  # the whole weights, gathered
     return out

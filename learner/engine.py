@@ -17,7 +17,7 @@ import torch
 
 @dataclass(frozen=True)
 class EngineConfig:
-    zero_stage: int = 1  # 0, 1 (one rank) and 2 (two ranks) are tested equal to the torch step on CPU
+    zero_stage: int = 1  # 0, 1 (one rank), 2 and 3 (two ranks) are tested equal to the torch step on CPU
     dtype: str = "fp32"  # "fp32" | "bf16"
     max_grad_norm: float = 1.0
     offload_optimizer: bool = False  # optimizer states (and its step) in CPU memory: ZeRO-Offload

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import redis
 import torch
+from safetensors.torch import save_file
 
 from learner.checkpoint import export_hf, latest_checkpoint, load_checkpoint, save_checkpoint
 from learner.engine import (
@@ -33,14 +34,14 @@ from learner.engine import (
     init_single_rank,
     make_optimizer,
 )
+from learner.gather import full_state, gathered, state_shapes
 from learner.step import Ranks, UpdateConfig, mgpo_step
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig
 from mgpo.metrics import summarize
 from mgpo.models.tiny import load_policy, load_processor
-from mgpo.models.weights import policy_state, save_weights
 from mgpo.records import TrajectoryGroup
-from runtime.broadcast import Address, join, plan_for, send, wire_plan
+from runtime.broadcast import Address, join, plan_buckets, send, wire_plan
 from runtime.metrics import LearnerMetrics, serve_metrics
 from runtime.queue import Queue
 from runtime.redis_server import node_ip
@@ -103,6 +104,9 @@ class Learner:
         self.store = ImageStore(spec.image_store)
         self.checkpoints = Path(spec.run_dir) / "checkpoints"
         self.version = 0
+        # ZeRO-3 shards the weights: every rank takes part in gathering them (sync, snapshot, export)
+        self.sharded = spec.engine.zero_stage == 3
+        self.plan = plan_buckets(state_shapes(self.engine.module), spec.bucket_bytes)
         self.counters = {"used": 0, "stale": 0, "duplicate": 0, "unreadable": 0}
         self._uncommitted: list[tuple[str, str]] = []  # (message id, group id) used since the checkpoint
         self._carry: list[TrajectoryGroup] = []  # collected for a step that timed out
@@ -122,7 +126,6 @@ class Learner:
         if spec.resume:
             self._restore(latest_checkpoint(self.checkpoints))
 
-        self.plan = plan_for(policy_state(self.engine.module), spec.bucket_bytes)
         self._store: torch.distributed.TCPStore | None = None
         self._group: tuple[int, object] | None = None
         self._generation = 0
@@ -282,19 +285,30 @@ class Learner:
     def wire_plan(self) -> list:
         return wire_plan(self.plan)
 
-    def sync(self, address: list) -> dict[str, float]:
-        """Send the current weights to this generation's members (joining it first if it is new)."""
+    def sync(self, address: list) -> dict[str, float] | None:
+        """Send the current weights to this generation's members (joining it first if it is new), bucket by
+        bucket. Under ZeRO-3 every rank calls it to gather each bucket; the head alone sends."""
+        if not self.head and not self.sharded:
+            return None
         address = Address(*address)
         start = time.perf_counter()
-        if self._group is None or self._group[0] != address.generation:
+        if self.head and (self._group is None or self._group[0] != address.generation):
             self._group = (address.generation, join(address, 0, self._store))
         joined = time.perf_counter()
         device = next(self.engine.module.parameters()).device
-        try:
-            sent = send(policy_state(self.engine.module), self.plan, self._group[1], device=device)
-        except Exception:
+        sent, error = 0, None
+        for bucket in self.plan:
+            with gathered(self.engine.module, [slot.name for slot in bucket.slots]) as part:
+                if self.head and error is None:
+                    try:
+                        sent += send(part, [bucket], self._group[1], device=device)  # type: ignore[index]
+                    except Exception as err:  # noqa: BLE001  (kept gathering: the other ranks are in step)
+                        error = err
+        if error is not None:
             self._group = None  # a broken generation is never reused
-            raise
+            raise error
+        if not self.head:
+            return None
         seconds = time.perf_counter() - joined
         stats = {
             "version": self.version,
@@ -307,10 +321,21 @@ class Learner:
             self.metrics.observe_sync(stats)
         return stats
 
-    def snapshot(self) -> tuple[str, int]:
+    def _full_state(self) -> dict[str, torch.Tensor]:
+        """The whole weights on the head's CPU ({} elsewhere); collective under ZeRO-3."""
+        return full_state(self.engine.module, self.plan, keep=self.head)
+
+    def snapshot(self) -> tuple[str, int] | None:
         """The current weights as a file (for an actor joining mid-run); returns (path, version)."""
+        if not self.head and not self.sharded:
+            return None
+        state = self._full_state()
+        if not self.head:
+            return None
         folder = Path(self.spec.run_dir) / "snapshots"
-        path = save_weights(self.engine.module, folder / f"weights-v{self.version:06d}.safetensors")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"weights-v{self.version:06d}.safetensors"
+        save_file(state, str(path))
         for old in folder.glob("weights-v*.safetensors"):
             if old != path:
                 old.unlink(missing_ok=True)
@@ -328,8 +353,9 @@ class Learner:
             "carry": [g.id for g in self._carry],
             "ledger_lines": _count_lines(self.ledger) if self.head else 0,
         }
+        policy = self._full_state() if self.head or self.sharded else {}
         folder = save_checkpoint(
-            self.engine, self.checkpoints, self.version, meta, self.spec.keep_checkpoints, self.rank
+            self.engine, self.checkpoints, self.version, meta, policy, self.spec.keep_checkpoints, self.rank
         )
         if not self.head:
             return None
@@ -369,9 +395,12 @@ class Learner:
         admitted = self.counters["used"] + returned + depth["trajectories_len"] + depth["prompts_pending"]
         self.run_state.set(returned=returned, admitted=admitted)
 
-    def export(self, out: str) -> str:
-        """An HF-format folder of the current policy."""
-        return str(export_hf(self.engine.module, self.spec.model_path, out))
+    def export(self, out: str) -> str | None:
+        """An HF-format folder of the current policy (the head's; every rank calls it under ZeRO-3)."""
+        if not self.head and not self.sharded:
+            return None
+        state = self._full_state()
+        return str(export_hf(self.engine.module, state, self.spec.model_path, out)) if self.head else None
 
     def info(self) -> dict[str, object]:
         return {

@@ -169,8 +169,10 @@ class LearnerConfig(_Section):
     minibatches: int = Field(
         1, ge=1, le=4096, description="optimizer updates per pass: the step's groups split this many ways"
     )
-    zero_stage: Literal[0, 1, 2] = Field(
-        1, description="DeepSpeed ZeRO stage: 1 shards optimizer states over the ranks, 2 also gradients"
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        1,
+        description="DeepSpeed ZeRO stage: 1 shards optimizer states over the ranks, 2 also gradients, 3 also "
+        "weights",
     )
     world_size: int = Field(
         1, ge=1, le=1024, description="learner ranks (data parallel), each a process with `gpus` GPUs"
@@ -179,7 +181,10 @@ class LearnerConfig(_Section):
         False, description="recompute activations in backward: less memory for ~1/3 more compute"
     )
     micro_batch: int = Field(
-        0, ge=0, le=4096, description="samples per forward/backward pass; 0: a whole group (rollout.n) at once"
+        0,
+        ge=0,
+        le=4096,
+        description="samples per forward/backward pass; 0: a whole group (rollout.n) at once",
     )
     offload_optimizer: bool = Field(
         False, description="AdamW states and step in CPU memory (ZeRO-Offload; needs zero_stage >= 1)"
@@ -211,12 +216,12 @@ class LearnerConfig(_Section):
     def _staleness(self) -> LearnerConfig:
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError(
-                "offload_optimizer needs zero_stage 1 or 2: ZeRO-Offload moves ZeRO's optimizer shards"
+                "offload_optimizer needs zero_stage >= 1: ZeRO-Offload moves ZeRO's optimizer shards"
             )
         if self.world_size > 1 and self.zero_stage == 0:
             raise ValueError(
                 "zero_stage 0 with world_size > 1: the ranks' gradients are reduced by ZeRO here; use "
-                "zero_stage 1 or 2"
+                "zero_stage 1, 2 or 3"
             )
         if self.minibatches > self.groups_per_step:
             raise ValueError(

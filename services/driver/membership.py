@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -21,6 +22,9 @@ from runtime.queue import Queue
 from runtime.run_state import RunState
 from services.driver.messages import shown
 from services.runs import Runs
+
+if TYPE_CHECKING:
+    from learner.ranks import LearnerRanks
 
 # (actor name, actors started before it, weights snapshot or None, policy version) -> the actor's spec
 SpecFor = Callable[[str, int, str | None, int], ActorSpec]
@@ -49,12 +53,12 @@ class Membership:
         self.redis_url: str | None = None  # shown in processes.json: a private server's URL only
         self.started = 0
 
-    def add(self, learner: object | None) -> None:
+    def add(self, learner: LearnerRanks | None) -> None:
         """Start one actor with the learner's weights (None: a fresh run's, the model folder's: version 0)."""
         import ray
 
-        version = 0 if learner is None else ray.get(learner.info.remote())["version"]  # type: ignore[attr-defined]
-        weights = ray.get(learner.snapshot.remote())[0] if version > 0 else None  # type: ignore[attr-defined]
+        version = 0 if learner is None else ray.get(learner.head.info.remote())["version"]
+        weights = learner.call("snapshot")[0] if learner is not None and version > 0 else None  # type: ignore[index]
         name = f"{self.run}-actor-{self.started}"
         handle = start_rollout_actor(
             self.spec_for(name, self.started, weights, version), num_gpus=self.gpus, resources=self.resources
@@ -69,7 +73,7 @@ class Membership:
         self.leaving[name] = handle
         self.console.print(f"actor {name} leaving")
 
-    def reconcile(self, learner: object | None) -> None:
+    def reconcile(self, learner: LearnerRanks | None) -> None:
         """Bring the actors towards `desired_actors`: admit constructed ones, bury dead ones, add, remove
         (`learner` None: before the learner is up, in a fresh run)."""
         self._admit()

@@ -196,7 +196,7 @@ class Trainer:
         self.membership.pids["learner"] = info["pid"]
         for rank, handle in enumerate(self.learners.ranks[1:], start=1):
             self.membership.pids[f"learner-rank-{rank}"] = ray.get(handle.info.remote())["pid"]
-        self.weight_sync.new_learner(self.learner)
+        self.weight_sync.new_learner(self.learners)
         self.run_state.set(version=info["version"])
 
     # ---- the run --------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ class Trainer:
             self._stage("learner")
             start_version = self._learner_version()
             self.console.print(f"learner ready at version {start_version}")
-            self.membership.reconcile(self.learner)
+            self.membership.reconcile(self.learners)
             self._start_feeder()
             started = time.perf_counter()
             try:
@@ -250,7 +250,7 @@ class Trainer:
                     progress.update(task, completed=version)
                     self._sync_and_log(version)
                     continue
-                self.membership.reconcile(self.learner)
+                self.membership.reconcile(self.learners)
                 if outcome is None:
                     self._catch_up(version)
                     continue
@@ -311,7 +311,7 @@ class Trainer:
         import ray
 
         try:
-            stats = self.weight_sync(self.learner)
+            stats = self.weight_sync(self.learners)
         except ray.exceptions.RayActorError as err:  # the learner died mid-sync: the next step restarts it
             self.console.print(f"[red]learner died during the weight sync[/] ({shown(err)})")
             return
@@ -375,9 +375,8 @@ class Trainer:
             self.console.print(f"[red]checkpoint failed[/]: {shown(err)}")
 
     def _export(self) -> None:
-        import ray
 
-        ray.get(self.learner.export.remote(str(self.run_dir / "final")))
+        self.learners.call("export", str(self.run_dir / "final"))
         self.console.print(f"final policy (HF format): {self.run_dir / 'final'}")
 
     # ---- the end --------------------------------------------------------------------------------------

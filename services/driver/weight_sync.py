@@ -8,11 +8,16 @@ others from getting the weights."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 
 from runtime.run_state import RunState
 from services.driver.membership import Membership
 from services.driver.messages import shown
+
+if TYPE_CHECKING:
+    from learner.ranks import LearnerRanks
 
 
 def member_ranks(names: tuple[str, ...], tensor_parallel: int) -> tuple[dict[str, int], int]:
@@ -38,14 +43,14 @@ class WeightSync:
         self.plan: object = None  # the learner's wire plan (bucket layout), fetched once per learner start
         self.synced = -1  # the version the members last received (-1: none yet)
 
-    def new_learner(self, learner: object) -> None:
+    def new_learner(self, learner: LearnerRanks) -> None:
         """A (re)started learner: its wire plan, and a new generation at the next sync."""
         import ray
 
-        self.plan = ray.get(learner.wire_plan.remote())  # type: ignore[attr-defined]
+        self.plan = ray.get(learner.head.wire_plan.remote())
         self.address, self.synced = None, -1
 
-    def __call__(self, learner: object) -> dict[str, float] | None:
+    def __call__(self, learner: LearnerRanks) -> dict[str, float] | None:
         """Broadcast to every member; returns the learner's sync stats, or None if nobody got the weights."""
         for _attempt in range(2):
             stats = self._once(learner)
@@ -54,7 +59,7 @@ class WeightSync:
             self.membership.reconcile(learner)
         return None
 
-    def _once(self, learner: object) -> dict[str, float] | None:
+    def _once(self, learner: LearnerRanks) -> dict[str, float] | None:
         import ray
 
         members = self.membership.members
@@ -63,15 +68,17 @@ class WeightSync:
             return None
         first, world_size = member_ranks(names, self.tensor_parallel)
         if self.address is None or self.members != names:
-            self.address = ray.get(learner.address.remote(world_size))  # type: ignore[attr-defined]
+            self.address = ray.get(learner.head.address.remote(world_size))
             self.members = names
-        version = ray.get(learner.info.remote())["version"]  # type: ignore[attr-defined]
-        sender = learner.sync.remote(self.address)  # type: ignore[attr-defined]
+        version = ray.get(learner.head.info.remote())["version"]
+        # every rank: under ZeRO-3 the others gather each bucket with the head (at once otherwise)
+        sender, *gatherers = [rank.sync.remote(self.address) for rank in learner.ranks]
         receivers = {
             n: members[n].receive_weights.remote(self.address, first[n], self.plan, version)  # type: ignore[attr-defined]
             for n in names
         }
-        ray.wait([sender, *receivers.values()], num_returns=1 + len(receivers), timeout=self.timeout_s + 30)
+        waited = [sender, *gatherers, *receivers.values()]
+        ray.wait(waited, num_returns=len(waited), timeout=self.timeout_s + 30)
         failed = []
         for name, ref in receivers.items():
             try:
@@ -81,6 +88,7 @@ class WeightSync:
                 self.console.print(f"[yellow]sync to {name} failed[/]: {shown(err)}")
         try:
             stats = ray.get(sender, timeout=0)
+            ray.get(gatherers, timeout=0)
         except (ray.exceptions.RayError, TimeoutError) as err:
             self.console.print(f"[yellow]broadcast failed[/]: {shown(err)}")
             stats = None

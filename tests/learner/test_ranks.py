@@ -6,10 +6,13 @@ import pickle
 import pytest
 import torch
 
+from learner.gather import full_state, state_shapes
 from learner.step import Ranks, UpdateConfig, mgpo_step, shard, torch_optimizer_step, with_signal
 from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
 from mgpo.models.tiny import load_policy, load_processor
+from mgpo.models.weights import policy_state
+from runtime.broadcast import plan_buckets
 from tests.learner.conftest import rewarded, rollout_groups
 
 
@@ -57,19 +60,16 @@ def _rank(rank: int, port: int, stage: int, model: str, data: str, groups_file: 
         step,
         ranks,
     )
+    # ZeRO-3 shards the weights: gathered bucket by bucket (collective), kept on rank 0
+    state = full_state(engine.module, plan_buckets(state_shapes(engine.module), 1 << 16), keep=rank == 0)
     if rank == 0:
-        torch.save(
-            {
-                "stats": stats._asdict(),
-                "params": {k: v.detach().clone() for k, v in engine.module.named_parameters()},
-            },
-            out,
-        )
+        torch.save({"stats": stats._asdict(), "state": state}, out)
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_zero2_ranks_step_as_one_torch_process(box_model, synth_data, tmp_path):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_zero_ranks_step_as_one_torch_process(stage, box_model, synth_data, tmp_path):
     pytest.importorskip("deepspeed")
     groups = rewarded(
         rollout_groups(box_model, synth_data, [0, 1, 2], n=3, max_turn_tokens=16, seed=2), winner=1
@@ -95,7 +95,7 @@ def test_two_zero2_ranks_step_as_one_torch_process(box_model, synth_data, tmp_pa
     rendezvous = torch.distributed.TCPStore("127.0.0.1", 0, 3, is_master=True, wait_for_workers=False)
     context = multiprocessing.get_context("spawn")
     out = tmp_path / "rank0.pt"
-    args = (rendezvous.port, 2, str(box_model), str(synth_data), str(tmp_path / "groups.pkl"), str(out))
+    args = (rendezvous.port, stage, str(box_model), str(synth_data), str(tmp_path / "groups.pkl"), str(out))
     ranks = [context.Process(target=_rank, args=(rank, *args)) for rank in range(2)]
     for process in ranks:
         process.start()
@@ -106,5 +106,7 @@ def test_two_zero2_ranks_step_as_one_torch_process(box_model, synth_data, tmp_pa
     two = torch.load(out, weights_only=False)
     for key in ("loss", "policy", "entropy", "grad_norm", "tokens", "degenerate_groups"):
         assert two["stats"][key] == pytest.approx(getattr(one, key), rel=1e-4, abs=1e-6), key
-    for name, a in plain.named_parameters():
-        assert torch.allclose(a, two["params"][name], atol=1e-6), name
+    expected = policy_state(plain)
+    assert two["state"].keys() == expected.keys()
+    for name, a in expected.items():
+        assert two["state"][name].shape == a.shape and torch.allclose(a, two["state"][name], atol=1e-6), name

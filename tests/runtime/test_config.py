@@ -122,7 +122,7 @@ def test_unreadable_files_give_config_errors(tmp_path):
             {"learner": {"world_size": 2, "zero_stage": 0}},
             "zero_stage 0 with world_size > 1: the ranks' gradients are reduced by ZeRO here",
         ),
-        ({"learner": {"zero_stage": 3}}, "learner.zero_stage: Input should be 0, 1 or 2"),
+        ({"learner": {"zero_stage": 4}}, "learner.zero_stage: Input should be 0, 1, 2 or 3"),
         (
             {"rollout": {"ray_resources": {"rollout": -1}}},
             "rollout.ray_resources.rollout: Input should be greater than or equal to 0",

@@ -1,5 +1,5 @@
 """`mgpo train` end to end, as a user runs it: private Redis, local Ray, vLLM-CPU actors, a DeepSpeed learner of
-two ZeRO-2 ranks, gloo broadcast. During one run an actor is added (`mgpo scale`), an actor is killed, and a
+two ZeRO-3 ranks, gloo broadcast. During one run an actor is added (`mgpo scale`), an actor is killed, and a
 learner rank is killed; training carries on, and the ledger shows every prompt used or dropped exactly once.
 (The benchmark chaos tests kill a one-rank learner.)"""
 
@@ -49,7 +49,7 @@ def _config(tmp_path: Path, engine: str) -> Path:
             "step_timeout_s": 5,
             "sync_timeout_s": 60,
             "world_size": 2,
-            "zero_stage": 2,
+            "zero_stage": 3,
         },
         "queue": {"claim_idle_ms": 5000},
         "data": {"synth_n": PROMPTS},
