@@ -462,6 +462,18 @@ def _experiment_commands(commands: Subparsers) -> None:
     _eval_command(commands)
     _reproduce_command(commands)
 
+    plan = commands.add_parser(
+        "plan", help="memory per GPU of a run's learner ranks and rollout actors, and whether they fit"
+    )
+    plan.add_argument("--config", required=True, help="run config YAML")
+    plan.add_argument(
+        "--shapes",
+        help="the model's config.json (default: model.path's; configs/shapes/ holds Qwen2.5-VL-7B's)",
+    )
+    plan.add_argument("--gpu-gib", type=float, default=80.0, help="memory of one GPU (default 80)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(func=cmd_plan)
+
     report = commands.add_parser("report", help="curves and a results table from run folders")
     report.add_argument("runs", nargs="+", help="run folders (metrics.jsonl, eval-*.json)")
     report.add_argument("--out", default="out/report", help="output folder (PNG, CSV, Markdown)")
@@ -651,6 +663,22 @@ def _eval_bench(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(result, indent=2))
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from recipes.plan import plan, render
+    from runtime.config import load_config
+
+    config = load_config(args.config)
+    shapes = Path(args.shapes) if args.shapes else Path(config.model.path) / "config.json"
+    if not shapes.is_file():
+        raise FileNotFoundError(
+            f"no model shapes at {shapes} (model.path {config.model.path!r}): pass --shapes CONFIG_JSON, "
+            "e.g. configs/shapes/qwen2.5-vl-7b.json"
+        )
+    result = plan(config, shapes, args.gpu_gib)
+    print(json.dumps(result.summary(), indent=2) if args.json else render(result))
+    return 0 if result.learner.fits and result.actor.fits else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -197,13 +197,17 @@ def test_the_shapes_ask_for_the_gpus_they_promise(rendered):
     assert ray["spec"]["enableInTreeAutoscaling"] is True
     groups = {g["groupName"]: g for g in ray["spec"]["workerGroupSpecs"]}
     learner, rollout = groups["learner"], groups["rollout"]
-    assert learner["rayStartParams"]["resources"] == '"{\\"mgpo_learner\\":1}"'
+    learner_slots = json.loads(json.loads(learner["rayStartParams"]["resources"]))["mgpo_learner"]
     run = yaml.safe_load(_kind(objects, "ConfigMap", "-config")["data"]["run.yaml"])
     assert run["learner"]["ray_resources"] == {"mgpo_learner": 1} and run["rollout"]["ray_resources"] == {
         "mgpo_rollout": 1
     }
     expected = {"default": (1, 1, 2), "small": (1, 1, 2), "paper": (8, 2, 16)}[shape]
     assert (learner["replicas"] * _gpus(learner), rollout["minReplicas"], rollout["maxReplicas"]) == expected
+    # every learner rank finds its GPU and its slot of the learner group's resource
+    ranks = run["learner"].get("world_size", 1)
+    assert ranks * run["learner"]["ray_resources"]["mgpo_learner"] <= learner_slots == _gpus(learner)
+    assert ranks * run["learner"]["gpus"] <= learner["replicas"] * _gpus(learner)
     assert run["autoscale"]["max_actors"] == rollout["maxReplicas"] * _gpus(rollout)
 
 
