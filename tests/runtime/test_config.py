@@ -53,7 +53,7 @@ def test_shipped_configs_carry_the_settings_they_claim():
 
 
 def test_every_problem_is_reported_at_once_with_its_field():
-    raw = {"rollout": {"n": 1, "temperature": 0, "engine": "tgi"}, "learner": {"zero_stage": 3}, "bogus": 1}
+    raw = {"rollout": {"n": 1, "temperature": 0, "engine": "tgi"}, "learner": {"zero_stage": 4}, "bogus": 1}
     with pytest.raises(ConfigError) as err:
         parse_config(raw, "x.yaml")
     message = str(err.value)
