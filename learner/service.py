@@ -35,13 +35,15 @@ from learner.engine import (
     make_optimizer,
 )
 from learner.gather import full_state, gathered, state_shapes
-from learner.step import Ranks, UpdateConfig, mgpo_step
+from learner.lora import add_lora
+from learner.step import Ranks, Reference, UpdateConfig, mgpo_step
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig
 from mgpo.metrics import summarize
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.records import TrajectoryGroup
 from runtime.broadcast import Address, join, plan_buckets, send, wire_plan
+from runtime.config import LoraSection
 from runtime.metrics import LearnerMetrics, serve_metrics
 from runtime.queue import Queue
 from runtime.redis_server import node_ip
@@ -64,6 +66,7 @@ class LearnerSpec:
     lr: float = 1e-6
     groups_per_step: int = 16
     world_size: int = 1  # data-parallel ranks, each a process (a GPU on a cluster)
+    lora: LoraSection | None = None  # adapters train, the base is frozen (and is the KL reference)
     max_staleness: int = 1
     broadcast_backend: str = "auto"  # "auto": NCCL when the learner has a GPU, else gloo
     bucket_bytes: int = 64 << 20
@@ -93,13 +96,21 @@ class Learner:
         model = load_policy(spec.model_path, dtype=dtype)
         if spec.update.gradient_checkpointing:
             enable_gradient_checkpointing(model)
-        optimizer = make_optimizer(model.parameters(), spec.lr, spec.weight_decay, spec.engine)
+        if spec.lora is not None:
+            model = add_lora(model, spec.lora)  # only the adapters train
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(trainable, spec.lr, spec.weight_decay, spec.engine)
         self.engine = build_deepspeed(model, optimizer, spec.engine)
         self.backward, self.optimizer_step = deepspeed_callbacks(self.engine)
+        # the HF model mgpo_step runs (with a LoRA policy: its base, whose layers carry the adapters)
+        self.policy = model.get_base_model() if spec.lora is not None else self.engine.module
         device = next(self.engine.module.parameters()).device  # DeepSpeed moved the policy to the GPU
         self.reference = None
-        if spec.loss.kl_coef > 0:
-            self.reference = load_policy(spec.model_path, dtype=dtype).to(device).eval().requires_grad_(False)
+        if spec.loss.kl_coef > 0 and spec.lora is not None:  # the base is the reference: no second copy
+            self.reference = Reference(self.policy, model.disable_adapter)
+        elif spec.loss.kl_coef > 0:
+            frozen = load_policy(spec.model_path, dtype=dtype).to(device).eval().requires_grad_(False)
+            self.reference = Reference(frozen)
         self.processor = load_processor(spec.model_path)
         self.store = ImageStore(spec.image_store)
         self.checkpoints = Path(spec.run_dir) / "checkpoints"
@@ -158,7 +169,7 @@ class Learner:
         staleness = [self.version - g.policy_version for g in groups]
         started = time.perf_counter()
         result = mgpo_step(
-            self.engine.module,
+            self.policy,
             self.reference,
             groups,
             self.processor,
@@ -400,7 +411,7 @@ class Learner:
         if not self.head and not self.sharded:
             return None
         state = self._full_state()
-        return str(export_hf(self.engine.module, state, self.spec.model_path, out)) if self.head else None
+        return str(export_hf(self.policy, state, self.spec.model_path, out)) if self.head else None
 
     def info(self) -> dict[str, object]:
         return {

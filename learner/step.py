@@ -7,6 +7,7 @@ Token-level mean over every generated token of the step (not per sample), as in 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -85,6 +86,13 @@ def prepare(
     return [prepare_one(s, processor, store) for s in signal], degenerate
 
 
+class Reference(NamedTuple):
+    """The KL anchor: a frozen model, or (LoRA) the policy itself with its adapters off inside `context`."""
+
+    model: torch.nn.Module
+    context: Callable[[], AbstractContextManager[object]] = nullcontext
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place among the learner's data-parallel ranks. Each rank trains on its share of every
@@ -149,7 +157,7 @@ def _chunks(p: Prepared, update: UpdateConfig) -> list[tuple[Batch, slice]]:
 
 def mgpo_step(
     model: torch.nn.Module,
-    reference: torch.nn.Module | None,
+    reference: Reference | None,
     groups: Sequence[TrajectoryGroup],
     processor: object,
     store: ImageStore,
@@ -175,7 +183,10 @@ def mgpo_step(
     # With one update the policy the update starts from IS the one being trained: its log-probs are the
     # current ones, detached, and the extra forward pass is skipped. With several, they are fixed first.
     old = frozen_logprobs(model if update.updates > 1 else None, prepared, update)
-    ref = frozen_logprobs(reference if config.kl_coef > 0 else None, prepared, update)
+    ref = dict.fromkeys(prepared)
+    if reference is not None and config.kl_coef > 0:
+        with reference.context():
+            ref = frozen_logprobs(reference.model, prepared, update)
     sums, updates = torch.zeros(7, device=next(model.parameters()).device), 0
     for _epoch in range(update.ppo_epochs):
         for split, part in zip(splits, parts, strict=True):

@@ -154,6 +154,35 @@ class RolloutConfig(_Section):
         return self
 
 
+class LoraSection(_Section):
+    """LoRA adapters (peft) instead of a full fine-tune: only the adapters train."""
+
+    rank: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(32.0, gt=0.0, le=65536.0, description="scaling: the update is alpha / rank x BA")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        min_length=1,
+        description="projection names that get adapters",
+    )
+    freeze_vision: bool = Field(
+        True, description="adapters on the language model only (the vision tower frozen)"
+    )
+    modules_to_save: tuple[str, ...] = Field(
+        (),
+        description="modules trained in full beside the adapters (peft's name), e.g. embed_tokens, lm_head: "
+        "a base model with no language yet (the random tiny one) has nothing for adapters to adapt",
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> LoraSection:
+        names = self.target_modules + self.modules_to_save
+        bad = [m for m in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m)]
+        if bad:
+            raise ValueError(f"lora module names {bad}: module names are identifiers like q_proj")
+        return self
+
+
 class LearnerConfig(_Section):
     lr: float = Field(1e-6, gt=0.0, le=1e-2)
     groups_per_step: int = Field(16, ge=1, description="trajectory groups (prompts) per optimizer step")
@@ -179,6 +208,9 @@ class LearnerConfig(_Section):
     )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in backward: less memory for ~1/3 more compute"
+    )
+    lora: LoraSection | None = Field(
+        None, description="LoRA adapters train and the base stays frozen (it is also the KL reference)"
     )
     micro_batch: int = Field(
         0,
@@ -217,6 +249,16 @@ class LearnerConfig(_Section):
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError(
                 "offload_optimizer needs zero_stage >= 1: ZeRO-Offload moves ZeRO's optimizer shards"
+            )
+        if self.lora is not None and self.zero_stage == 3:
+            raise ValueError(
+                "lora with zero_stage 3: adapters shard poorly and the frozen base is gathered at "
+                "every pass; use zero_stage 1 or 2 (the base has no gradients or optimizer states)"
+            )
+        if self.lora is not None and self.lora.dropout > 0:
+            raise ValueError(
+                f"learner.lora.dropout {self.lora.dropout}: the RL step runs without dropout (its old and "
+                "new log-probs must be the same function); set it to 0"
             )
         if self.world_size > 1 and self.zero_stage == 0:
             raise ValueError(
@@ -379,35 +421,6 @@ class SFTDataConfig(_Section):
             stripe_width=self.stripe_width,
             stripe_period=self.stripe_period,
         )
-
-
-class LoraSection(_Section):
-    """LoRA adapters (peft) instead of a full fine-tune: only the adapters train."""
-
-    rank: int = Field(16, ge=1, le=1024)
-    alpha: float = Field(32.0, gt=0.0, le=65536.0, description="scaling: the update is alpha / rank x BA")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: tuple[str, ...] = Field(
-        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        min_length=1,
-        description="projection names that get adapters",
-    )
-    freeze_vision: bool = Field(
-        True, description="adapters on the language model only (the vision tower frozen)"
-    )
-    modules_to_save: tuple[str, ...] = Field(
-        (),
-        description="modules trained in full beside the adapters (peft's name), e.g. embed_tokens, lm_head: "
-        "a base model with no language yet (the random tiny one) has nothing for adapters to adapt",
-    )
-
-    @model_validator(mode="after")
-    def _names(self) -> LoraSection:
-        names = self.target_modules + self.modules_to_save
-        bad = [m for m in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m)]
-        if bad:
-            raise ValueError(f"lora module names {bad}: module names are identifiers like q_proj")
-        return self
 
 
 class SFTConfig(_Section):

@@ -144,6 +144,7 @@ def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: boo
         lr=lc.lr,
         groups_per_step=lc.groups_per_step,
         world_size=lc.world_size,
+        lora=lc.lora,
         max_staleness=lc.max_staleness,
         bucket_bytes=lc.bucket_mb << 20,
         broadcast_backend=lc.broadcast_backend,

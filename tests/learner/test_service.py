@@ -35,10 +35,9 @@ def _learner(box_model, synth_data, redis_server, run, run_dir, resume=False, **
         run=run,
         image_store=str(synth_data / "images"),
         run_dir=str(run_dir),
-        loss=LossConfig(kl_coef=0.0, entropy_coef=0.001),
         lr=1e-3,
         resume=resume,
-        **kw,
+        **{"loss": LossConfig(kl_coef=0.0, entropy_coef=0.001), **kw},
     )
     return Learner(spec)
 
@@ -102,3 +101,61 @@ def test_a_killed_learner_resumes_from_its_checkpoint_exactly_with_no_group_lost
     assert used == ids  # one timeline: each group once, in order
     depth = second.queue.depth()
     assert depth["trajectories_len"] == 0 and depth["trajectories_pending"] == 0  # all committed
+
+
+def test_a_lora_learner_trains_adapters_only_anchors_kl_on_its_base_and_ships_merged_weights(
+    box_model, synth_data, redis_server, groups, tmp_path
+):
+    from learner.lora import load_adapter
+    from mgpo.models.tiny import load_policy
+    from runtime.config import LoraSection
+
+    run = f"svc{next(_runs)}"
+    _push(redis_server, run, groups, [0] * 6, [f"l{i}" for i in range(6)])
+    lora = LoraSection(rank=4, alpha=8.0, dropout=0.0)
+    learner = _learner(
+        box_model,
+        synth_data,
+        redis_server,
+        run,
+        tmp_path,
+        groups_per_step=2,
+        max_staleness=10,
+        lora=lora,
+        loss=LossConfig(kl_coef=0.05, entropy_coef=0.001),
+    )
+    base = policy_state(load_policy(box_model))
+    first = learner.step(timeout_s=5)
+    assert first["kl"] == 0.0  # fresh adapters (B = 0): the policy is its base, the reference
+    assert learner.step(timeout_s=5)["kl"] > 0.0  # the adapters moved; the reference (adapters off) did not
+
+    merged = learner._full_state()
+    assert merged.keys() == base.keys()  # HF names, what the actors load
+    q = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged[q], base[q])  # adapted: W + delta
+    assert torch.equal(
+        merged["model.visual.patch_embed.proj.weight"], base["model.visual.patch_embed.proj.weight"]
+    )
+    adapter = tmp_path / "adapter"
+    learner.engine.module.save_pretrained(adapter)
+    reference = policy_state(load_adapter(box_model, adapter, trainable=False).merge_and_unload())
+    for name, tensor in reference.items():  # peft's own merge agrees
+        assert torch.allclose(merged[name], tensor, atol=1e-6), name
+
+    out = learner.export(str(tmp_path / "final"))
+    exported = policy_state(load_policy(out))
+    assert all(torch.allclose(exported[k], merged[k], atol=1e-6) for k in merged)
+    learner.checkpoint()
+    resumed = _learner(
+        box_model,
+        synth_data,
+        redis_server,
+        run,
+        tmp_path,
+        resume=True,
+        groups_per_step=2,
+        max_staleness=10,
+        lora=lora,
+        loss=LossConfig(kl_coef=0.05, entropy_coef=0.001),
+    )
+    assert all(torch.equal(resumed._full_state()[k], merged[k]) for k in merged)  # adapters restored
