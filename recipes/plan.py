@@ -65,38 +65,51 @@ class Part:
     why: str
 
 
+def lora_params(shape: Shape, config: RunConfig) -> int:
+    """Parameters that train under `learner.lora`: rank x (in + out) per adapted projection of every decoder
+    layer, plus the modules trained in full (the vision tower's adapters, if not frozen, are left out)."""
+    lora = config.learner.lora
+    assert lora is not None
+    h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
+    sides = {"q_proj": h + h, "k_proj": h + kv, "v_proj": h + kv, "o_proj": h + h}
+    sides |= {"gate_proj": h + i, "up_proj": h + i, "down_proj": i + h}
+    adapters = shape.layers * lora.rank * sum(sides.get(m, 0) for m in lora.target_modules)
+    full = {"embed_tokens": shape.vocab * h, "lm_head": shape.vocab * h}
+    return adapters + sum(full.get(m, 0) for m in lora.modules_to_save)
+
+
 def model_states(shape: Shape, config: RunConfig) -> list[Part]:
     """Weights, gradients, master weights and Adam moments on one learner rank's device."""
-    lc, psi = config.learner, shape.params
+    lc = config.learner
     n, stage, bf16 = lc.world_size, lc.zero_stage, config.model.dtype == "bf16"
     width = 2 if bf16 else 4
+    trained = lora_params(shape, config) if lc.lora is not None else shape.params
 
-    def sharded(bytes_per_param: float, from_stage: int) -> float:
-        return bytes_per_param * psi / (n if stage >= from_stage else 1) / GIB
+    def sharded(bytes_per_param: float, from_stage: int) -> tuple[float, str]:
+        split = stage >= from_stage
+        how = f", / {n} ranks (ZeRO-{from_stage}+)" if split else ""
+        return bytes_per_param * trained / (n if split else 1) / GIB, how
 
-    offloaded = lc.offload_optimizer
-    parts = [
-        Part(
-            "weights",
-            sharded(width, 3),
-            f"{width} B/param" + (f", / {n} ranks (ZeRO-3)" if stage >= 3 else ""),
-        ),
-        Part(
-            "gradients",
-            sharded(width, 2),
-            f"{width} B/param" + (f", / {n} ranks (ZeRO-2+)" if stage >= 2 else ""),
-        ),
-    ]
-    fp32 = (4 + 4 if bf16 else 0) + 8  # fp32 master + fp32 gradients (bf16 only), Adam moments
-    if offloaded:
-        parts.append(Part("optimizer states", 0.0, f"{fp32} B/param in CPU memory (offload_optimizer)"))
+    if lc.lora is not None:  # the frozen base whole on every rank, and the adapters
+        base = f"{width} B/param of the frozen base + {trained / 1e6:.0f} M adapter parameters (learner.lora)"
+        parts = [Part("weights", width * (shape.params + trained) / GIB, base)]
     else:
-        how = f", / {n} ranks (ZeRO-1+)" if stage >= 1 else ""
+        gib, how = sharded(width, 3)
+        parts = [Part("weights", gib, f"{width} B/param{how}")]
+    gib, how = sharded(width, 2)
+    parts.append(Part("gradients", gib, f"{width} B per trained param{how}"))
+    fp32 = (4 + 4 if bf16 else 0) + 8  # fp32 master + fp32 gradients (bf16 only), Adam moments
+    if lc.offload_optimizer:
+        parts.append(Part("optimizer states", 0.0, f"{fp32} B per trained param in CPU memory (offload)"))
+    else:
+        gib, how = sharded(fp32, 1)
         parts.append(
-            Part("optimizer states", sharded(fp32, 1), f"{fp32} B/param (fp32 master, grads, Adam){how}")
+            Part("optimizer states", gib, f"{fp32} B per trained param (fp32 master, grads, Adam){how}")
         )
-    if lc.kl_coef > 0:
-        parts.append(Part("reference model", width * psi / GIB, "kl_coef > 0: a whole frozen copy per rank"))
+    if lc.kl_coef > 0 and lc.lora is None:  # with LoRA the reference is the base, adapters off
+        parts.append(
+            Part("reference model", width * shape.params / GIB, "kl_coef > 0: a whole frozen copy per rank")
+        )
     return parts
 
 

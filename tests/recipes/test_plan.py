@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipes.plan import GIB, activations, actor, model_states, plan, render, shape_of
+from recipes.plan import GIB, activations, actor, lora_params, model_states, plan, render, shape_of
 from runtime.config import load_config, parse_config
 from services.cli import main
 
@@ -78,3 +78,17 @@ def test_the_command_names_missing_shapes_and_fails_a_plan_that_does_not_fit(tmp
     assert "pass --shapes CONFIG_JSON" in capsys.readouterr().err
     assert main(["plan", "--config", str(config), "--shapes", str(SHAPES)]) == 1  # one rank: too big
     assert "does NOT fit" in capsys.readouterr().out
+
+
+def test_lora_trains_a_few_million_parameters_and_needs_no_reference_copy(shape):
+    config = parse_config(
+        {
+            "model": {"dtype": "bf16"},
+            "learner": {"lora": {"rank": 16, "dropout": 0}, "gradient_checkpointing": True, "micro_batch": 1},
+        }
+    )
+    assert lora_params(shape, config) == 40_370_176  # r 16 on every projection of 28 layers: the known 40.4 M
+    parts = {p.name: p.gib for p in model_states(shape, config)}
+    assert "reference model" not in parts  # kl_coef 0.01, but the base with adapters off is the reference
+    assert parts["optimizer states"] == pytest.approx(16 * 40_370_176 / GIB)
+    assert plan(config, SHAPES, device_gib=80).learner.fits  # one GPU, no ZeRO sharding needed
