@@ -52,9 +52,13 @@ class Engine(Protocol):
         """Load a safetensors file of the full policy state (HF names) and tag it `version`."""
         ...
 
-    def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
+    def receive_weights(
+        self, address: Sequence[object], rank: int, plan: list, version: int, stream: bool = False
+    ) -> None:
         """Receive the learner's broadcast (runtime.broadcast.Address, our rank, wire plan) and tag it
-        `version`; all buckets land before any is applied."""
+        `version`. All buckets land before any is applied; `stream`: each is applied as it lands (one bucket
+        of extra memory instead of a second copy of the weights, but a broadcast that fails midway leaves
+        them part new, part old)."""
         ...
 
     def reset_caches(self) -> None: ...

@@ -92,18 +92,27 @@ class HFEngine:
                 f"weights from {source} do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
 
-    def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
-        from runtime.broadcast import Address, join, plan_from_wire, receive_all
+    def receive_weights(
+        self, address: Sequence[object], rank: int, plan: list, version: int, stream: bool = False
+    ) -> None:
+        from runtime.broadcast import Address, join, plan_from_wire, receive, receive_all
 
         address = Address(*address)
         if self._group is None or self._group[0] != address:  # a restarted learner counts generations anew
             self._group = (address, join(address, rank))
         try:
-            state = receive_all(plan_from_wire(plan), self._group[1])
+            if stream:  # each tensor into place as its bucket lands
+                params = self.model.state_dict()
+                with torch.no_grad():
+                    for name, tensor in receive(plan_from_wire(plan), self._group[1]):
+                        params[name].copy_(tensor)
+            else:
+                state = receive_all(plan_from_wire(plan), self._group[1])
         except Exception:
             self._group = None
             raise
-        self._apply(state, f"broadcast generation {address.generation}")
+        if not stream:
+            self._apply(state, f"broadcast generation {address.generation}")
         self._version = version
 
     def reset_caches(self) -> None:

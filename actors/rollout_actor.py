@@ -57,6 +57,7 @@ class ActorSpec:
     seed: int = 0
     dtype: str = "fp32"  # "fp32" | "bf16": the engine's, as the learner's (model.dtype)
     tensor_parallel: int = 1  # GPUs the vLLM engine shards the model over
+    stream_weights: bool = False  # apply each broadcast bucket as it lands (memory) instead of all at once
     weights: str | None = None  # a snapshot to load before producing anything (joining mid-run, resuming)
     version: int = 0  # the policy version of `weights`
     metrics_port: int | None = None  # None: no Prometheus endpoint; 0: any free port
@@ -291,11 +292,20 @@ class RolloutWorker:
         return self.engine.version
 
     def receive_weights(self, address: list, rank: int, plan: list, version: int) -> int:
-        """Receive the learner's broadcast between batches; returns the version now in use."""
+        """Receive the learner's broadcast between batches; returns the version now in use. A streamed
+        broadcast that fails midway left the weights part new, part old: the actor stops (its prompts are
+        reclaimed by others) and the driver replaces it with one that loads a whole snapshot."""
         with self._lock:
             self._set_state("loading_weights")
             try:
-                self.engine.receive_weights(address, rank, plan, version)
+                self.engine.receive_weights(address, rank, plan, version, self.spec.stream_weights)
+            except Exception as err:
+                if self.spec.stream_weights:
+                    self.stop()
+                    raise RuntimeError(
+                        f"a streamed weight broadcast failed midway ({err!r}): stopping"
+                    ) from err
+                raise
             finally:
                 self._set_state("idle")
             self._stats.policy_version = version

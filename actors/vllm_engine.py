@@ -119,10 +119,12 @@ class VLLMEngine:
         self.reset_caches()
         self._version = version
 
-    def receive_weights(self, address: Sequence[object], rank: int, plan: list, version: int) -> None:
+    def receive_weights(
+        self, address: Sequence[object], rank: int, plan: list, version: int, stream: bool = False
+    ) -> None:
         """Every worker joins the broadcast: worker k of a tensor-parallel engine at `rank` + k (the member's
         ranks are rank .. rank + tensor_parallel - 1); each receives the whole weights and loads its shard."""
-        self.llm.collective_rpc("mgpo_receive_weights", args=(list(address), rank, plan))
+        self.llm.collective_rpc("mgpo_receive_weights", args=(list(address), rank, plan, stream))
         self.reset_caches()
         self._version = version
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from safetensors.torch import load_file
 
-from runtime.broadcast import Address, join, plan_from_wire, receive_all
+from runtime.broadcast import Address, join, plan_from_wire, receive, receive_all
 
 
 class WeightReload:
@@ -20,9 +20,10 @@ class WeightReload:
         self.model_runner.reload_weights(weights_iterator=iter(state.items()))  # type: ignore[attr-defined]
         return len(state)
 
-    def mgpo_receive_weights(self, address: list, rank: int, plan: list) -> int:
+    def mgpo_receive_weights(self, address: list, rank: int, plan: list, stream: bool = False) -> int:
         """Join this generation of the broadcast group (once) at the member's `rank` plus this worker's
-        tensor-parallel rank, receive every bucket, then apply them (vLLM's loader takes this worker's shard)."""
+        tensor-parallel rank, receive every bucket, then apply them (vLLM's loader takes this worker's shard).
+        `stream`: the loader consumes the buckets as they land (one bucket of extra memory, not atomic)."""
         from vllm.distributed import get_tensor_model_parallel_rank
 
         address = Address(*address)
@@ -30,8 +31,13 @@ class WeightReload:
         if cached is None or cached[0] != address:  # a restarted learner counts generations anew
             self._mgpo_group = (address, join(address, rank + get_tensor_model_parallel_rank()))
         device = getattr(self, "device", "cpu")
+        buckets = plan_from_wire(plan)
         try:
-            state = receive_all(plan_from_wire(plan), self._mgpo_group[1], device=device)
+            if stream:
+                landed = receive(buckets, self._mgpo_group[1], device=device)
+                self.model_runner.reload_weights(weights_iterator=landed)  # type: ignore[attr-defined]
+                return sum(len(b.slots) for b in buckets)
+            state = receive_all(buckets, self._mgpo_group[1], device=device)
         except Exception:
             self._mgpo_group = None  # a failed generation is never reused
             raise

@@ -101,6 +101,11 @@ class RolloutConfig(_Section):
     tensor_parallel: int = Field(
         1, ge=1, le=64, description="GPUs each actor's vLLM engine shards the model over (vLLM only)"
     )
+    stream_weights: bool = Field(
+        False,
+        description="apply each broadcast bucket as it lands: one bucket of extra memory instead of a second "
+        "copy of the weights; a broadcast failing midway then stops the actor (it is replaced)",
+    )
     ray_resources: dict[str, Amount] = Field(
         default_factory=dict,
         description="custom Ray resources each actor needs (pins actors to a worker group)",

@@ -193,6 +193,7 @@ def actor_spec(
         seed=config.seed + 1000 * index,
         dtype=config.model.dtype,
         tensor_parallel=r.tensor_parallel,
+        stream_weights=r.stream_weights,
         weights=weights,
         version=version,
         metrics_port=config.metrics.actor_port if config.metrics.enabled else None,

@@ -2,6 +2,7 @@ import importlib.metadata
 import threading
 
 import pytest
+import torch
 import torch.distributed as dist
 from PIL import Image
 
@@ -131,10 +132,11 @@ def test_vllm_receives_a_broadcast_atomically_and_then_matches_hf(
     for want, have in zip(reference, after, strict=True):
         assert have[0].ids == want[0].ids
         assert max(abs(a - b) for a, b in zip(want[0].logprobs, have[0].logprobs, strict=True)) < 1e-4
-    # the next generation (another membership) over the same store puts the trained weights back
+    # the next generation (another membership) over the same store puts the trained weights back, streamed:
+    # vLLM's loader takes each bucket as it lands
     sender.receivers = 1
     address, plan, thread = sender.start(policy_state(load_policy(box_model)))
-    vllm_engine.receive_weights(address, 1, plan, version=8)
+    vllm_engine.receive_weights(address, 1, plan, version=8, stream=True)
     thread.join()
     assert vllm_engine.generate(prompts, sampling)[0][0].ids == before[0][0].ids
 
@@ -148,9 +150,10 @@ def test_a_broadcast_that_fails_midway_leaves_the_old_weights_whole(box_model, t
     address = list(Address("127.0.0.1", store.port, 2, 1, timeout_s=5))
     plan = plan_for(state, bucket_bytes=64 << 10)  # many buckets; the sender stops after the first
     assert len(plan) > 2
+    old_first = hf.model.state_dict()[plan[0].slots[0].name].clone()
 
     def partial() -> None:
-        group = join(Address(*address), 0, store)
+        group = join(Address(*address), 0, store)  # the generation `address` holds when the thread starts
         send(state, plan[:1], group)
 
     thread = threading.Thread(target=partial)
@@ -159,6 +162,17 @@ def test_a_broadcast_that_fails_midway_leaves_the_old_weights_whole(box_model, t
         hf.receive_weights(address, 1, wire_plan(plan), version=1)
     thread.join()
     assert hf.version == 0 and hf.generate(prompts, sampling)[0][0].ids == before[0][0].ids
+
+    # streamed, the same failure leaves the first bucket applied: the trade the option makes for memory
+    address = list(Address("127.0.0.1", store.port, 2, 2, timeout_s=5))
+    thread = threading.Thread(target=partial)
+    thread.start()
+    with pytest.raises(RuntimeError):
+        hf.receive_weights(address, 1, wire_plan(plan), version=1, stream=True)
+    thread.join()
+    first = plan[0].slots[0].name
+    assert not torch.equal(old_first, state[first])
+    assert torch.equal(hf.model.state_dict()[first], state[first]) and hf.version == 0
 
 
 def test_compat_module_is_registered_as_a_vllm_plugin_and_aliases_smart_resize():

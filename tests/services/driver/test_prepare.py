@@ -43,10 +43,13 @@ def test_sigterm_stops_the_run_like_ctrl_c_once_and_a_repeat_does_not_cut_the_sh
 
 def test_actors_run_the_models_dtype_and_tensor_parallel():
     config = parse_config(
-        {"model": {"dtype": "bf16"}, "rollout": {"tensor_parallel": 2, "gpus_per_actor": 2}}
+        {
+            "model": {"dtype": "bf16"},
+            "rollout": {"tensor_parallel": 2, "gpus_per_actor": 2, "stream_weights": True},
+        }
     )
     spec = actor_spec(config, "m", "redis://x", "a0", 0, None, 0)
-    assert (spec.dtype, spec.tensor_parallel) == ("bf16", 2)
+    assert (spec.dtype, spec.tensor_parallel, spec.stream_weights) == ("bf16", 2, True)
 
 
 def test_tensor_parallel_needs_a_gpu_per_shard():
