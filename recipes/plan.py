@@ -122,20 +122,32 @@ def trajectory_tokens(config: RunConfig) -> tuple[int, int]:
     return min(total, r.max_model_len), turns * r.max_turn_tokens
 
 
+def activation_bytes(
+    shape: Shape, rows: int, tokens: int, generated: int, checkpointing: bool
+) -> tuple[int, int]:
+    """(activations, logits) of one forward/backward pass over `rows` samples of `tokens`, `generated` of them
+    model-generated (the only positions whose logits the learner computes)."""
+    h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
+    per_layer = (8 * h + 2 * kv + 4 * i) * 2  # bytes per token, 16-bit activations
+    if checkpointing:  # each layer's input kept, one layer's activations recomputed at a time
+        text = rows * tokens * (shape.layers * h * 2 + per_layer)
+    else:
+        text = rows * tokens * shape.layers * per_layer
+    logits = rows * generated * shape.vocab * 4 * 3  # fp32 logits, log-softmax, probabilities (entropy)
+    return text, logits
+
+
 def activations(shape: Shape, config: RunConfig) -> list[Part]:
     """One forward/backward pass: `micro_batch` samples (a whole group when 0) at the longest trajectory."""
     lc = config.learner
     rows = lc.micro_batch or config.rollout.n
     tokens, generated = trajectory_tokens(config)
-    h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
-    per_layer = (8 * h + 2 * kv + 4 * i) * 2  # bytes per token, 16-bit activations
-    if lc.gradient_checkpointing:
-        text = rows * tokens * (shape.layers * h * 2 + per_layer)
-        how = "checkpointed: each layer's input, one layer recomputed"
-    else:
-        text = rows * tokens * shape.layers * per_layer
-        how = "every layer's activations kept"
-    logits = rows * generated * shape.vocab * 4 * 3  # fp32 logits, log-softmax, probabilities (entropy)
+    text, logits = activation_bytes(shape, rows, tokens, generated, lc.gradient_checkpointing)
+    how = (
+        "checkpointed: each layer's input, one layer recomputed"
+        if lc.gradient_checkpointing
+        else "every layer's activations kept"
+    )
     where = f"{rows} samples x {tokens} tokens ({'micro_batch' if lc.micro_batch else 'a whole group, rollout.n'})"
     return [
         Part("activations", text / GIB, f"{where}; {how}"),
