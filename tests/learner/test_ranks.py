@@ -2,10 +2,12 @@
 
 import multiprocessing
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 
+from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.gather import full_state, state_shapes
 from learner.step import Ranks, UpdateConfig, mgpo_step, shard, torch_optimizer_step, with_signal
 from mgpo.data.dataset import open_store
@@ -43,33 +45,36 @@ def _rank(rank: int, port: int, stage: int, model: str, data: str, groups_file: 
     policy = load_policy(model)
     engine = build_deepspeed(
         policy,
-        torch.optim.SGD(policy.parameters(), lr=0.05),
+        torch.optim.SGD(policy.parameters(), lr=0.05, momentum=0.9),
         EngineConfig(zero_stage=stage, max_grad_norm=1e3),
     )
     backward, step = deepspeed_callbacks(engine)
     ranks = Ranks(rank, 2, lambda tensor: dist.all_reduce(tensor))
-    stats = mgpo_step(
-        engine.module,
-        None,
-        groups,
-        load_processor(model),
-        open_store(data),
-        CONFIG,
-        UPDATE,
-        backward,
-        step,
-        ranks,
-    )
-    # ZeRO-3 shards the weights: gathered bucket by bucket (collective), kept on rank 0
-    state = full_state(engine.module, plan_buckets(state_shapes(engine.module), 1 << 16), keep=rank == 0)
+    processor, store = load_processor(model), open_store(data)
+
+    def train() -> object:
+        return mgpo_step(engine.module, None, groups, processor, store, CONFIG, UPDATE, backward, step, ranks)
+
+    def whole() -> dict:  # ZeRO-3 shards the weights: gathered bucket by bucket (collective), kept on rank 0
+        return full_state(engine.module, plan_buckets(state_shapes(engine.module), 1 << 16), keep=rank == 0)
+
+    stats = train()
+    state = whole()
+    # a checkpoint of both ranks' shards, a second step, then back to the checkpoint and the same step again
+    save_checkpoint(engine, Path(out).parent / "checkpoints", 1, {}, state, rank=rank)
+    train()
+    second = whole()
+    load_checkpoint(engine, Path(out).parent / "checkpoints" / "step-000001")
+    train()
+    again = whole()
     if rank == 0:
-        torch.save({"stats": stats._asdict(), "state": state}, out)
+        torch.save({"stats": stats._asdict(), "state": state, "second": second, "again": again}, out)
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
-def test_two_zero_ranks_step_as_one_torch_process(stage, box_model, synth_data, tmp_path):
+def test_two_zero_ranks_step_as_one_torch_process_and_resume_exactly(stage, box_model, synth_data, tmp_path):
     pytest.importorskip("deepspeed")
     groups = rewarded(
         rollout_groups(box_model, synth_data, [0, 1, 2], n=3, max_turn_tokens=16, seed=2), winner=1
@@ -78,7 +83,7 @@ def test_two_zero_ranks_step_as_one_torch_process(stage, box_model, synth_data, 
     (tmp_path / "groups.pkl").write_bytes(pickle.dumps(groups))
 
     plain = load_policy(box_model)
-    sgd = torch.optim.SGD(plain.parameters(), lr=0.05)
+    sgd = torch.optim.SGD(plain.parameters(), lr=0.05, momentum=0.9)  # a state to checkpoint
     store, processor = open_store(synth_data), load_processor(box_model)
     one = mgpo_step(
         plain,
@@ -110,3 +115,7 @@ def test_two_zero_ranks_step_as_one_torch_process(stage, box_model, synth_data, 
     assert two["state"].keys() == expected.keys()
     for name, a in expected.items():
         assert two["state"][name].shape == a.shape and torch.allclose(a, two["state"][name], atol=1e-6), name
+    # resumed from the two ranks' checkpoint, the second step is taken again exactly
+    assert any(not torch.equal(two["second"][k], two["state"][k]) for k in expected)
+    for name in expected:
+        assert torch.equal(two["again"][name], two["second"][name]), name

@@ -142,6 +142,21 @@ def test_a_lora_learner_trains_adapters_only_anchors_kl_on_its_base_and_ships_me
     for name, tensor in reference.items():  # peft's own merge agrees
         assert torch.allclose(merged[name], tensor, atol=1e-6), name
 
+    # the broadcast carries the merged weights: an actor's engine ends up with them
+    import threading
+
+    from actors.hf_engine import HFEngine
+    from tests.conftest import TINY_BUDGET
+
+    actor = HFEngine(str(box_model), TINY_BUDGET)
+    address = learner.address(2)
+    receiver = threading.Thread(target=actor.receive_weights, args=(address, 1, learner.wire_plan(), 2))
+    receiver.start()
+    learner.sync(address)
+    receiver.join()
+    received = policy_state(actor.model)
+    assert all(torch.allclose(received[k], merged[k], atol=1e-6) for k in merged)
+
     out = learner.export(str(tmp_path / "final"))
     exported = policy_state(load_policy(out))
     assert all(torch.allclose(exported[k], merged[k], atol=1e-6) for k in merged)
