@@ -106,6 +106,7 @@ def test_a_killed_learner_resumes_from_its_checkpoint_exactly_with_no_group_lost
 def test_a_lora_learner_trains_adapters_only_anchors_kl_on_its_base_and_ships_merged_weights(
     box_model, synth_data, redis_server, groups, tmp_path
 ):
+    from learner.gather import PolicyWeights
     from learner.lora import load_adapter
     from mgpo.models.tiny import load_policy
     from runtime.config import LoraSection
@@ -133,6 +134,8 @@ def test_a_lora_learner_trains_adapters_only_anchors_kl_on_its_base_and_ships_me
     assert merged.keys() == base.keys()  # HF names, what the actors load
     q = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(merged[q], base[q])  # adapted: W + delta
+    frozen = PolicyWeights(learner.engine.module).sources  # the base weights themselves did not move
+    assert all(torch.equal(frozen[k][0].detach(), base[k]) for k in base)
     assert torch.equal(
         merged["model.visual.patch_embed.proj.weight"], base["model.visual.patch_embed.proj.weight"]
     )
