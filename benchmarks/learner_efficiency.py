@@ -6,7 +6,8 @@ samples, each group given mixed rewards (sample 0 right) so that both sides trai
 groups, advantages, PPO-clip loss with its statistics, token-share weighting, clipped step). Bare: the batches
 already built, then what one writes with HF by hand: forward, log-softmax over the whole sequence, the
 advantage-weighted mean at the loss tokens, backward, a plain AdamW step. Ratio = bare / learner seconds per
-step (issue 22 aims at >= 0.8); also the learner's batch building alone (`prepare`). Writes benchmarks/results/learner_efficiency.json.
+step (issue 22 aims at >= 0.8), with the batches built in the step and built beforehand (as the learner builds
+them while it waits for the step's groups); also the batch building alone (`prepare`). Writes benchmarks/results/learner_efficiency.json.
 
     .venv/bin/python benchmarks/learner_efficiency.py [--steps 5]
 """
@@ -26,7 +27,7 @@ import torch
 from actors.loop import Loop, Tokenizer
 from actors.rollout_actor import ActorSpec, build_engine, engine_tokenizer, rollout_settings
 from learner.engine import EngineConfig, build_deepspeed, deepspeed_callbacks, init_single_rank
-from learner.step import UpdateConfig, mgpo_step, prepare
+from learner.step import UpdateConfig, mgpo_step, prepare, prepare_one, with_signal
 from mgpo.data.dataset import open_store, read_prompts, write_synthetic
 from mgpo.loss import LossConfig
 from mgpo.models.tiny import load_policy, load_processor
@@ -70,7 +71,9 @@ def groups(data: Path, prompts: int, n: int) -> list[TrajectoryGroup]:
     ]
 
 
-def learner_seconds(made: list[TrajectoryGroup], store: object, steps: int) -> list[float]:
+def learner_seconds(made: list[TrajectoryGroup], store: object, steps: int, early: bool) -> list[float]:
+    """The learner's step; `early`: with the batches built beforehand, as the learner builds them while it
+    waits for a step's groups (`Learner._build_early`)."""
     init_single_rank()
     model = load_policy(MODEL)
     engine = build_deepspeed(model, torch.optim.AdamW(model.parameters(), lr=1e-5), EngineConfig())
@@ -79,9 +82,19 @@ def learner_seconds(made: list[TrajectoryGroup], store: object, steps: int) -> l
     config = LossConfig(kl_coef=0.0, entropy_coef=0.0)
     times = []
     for _ in range(steps + 1):  # the first is a warm-up
+        ready = {s.group.id: prepare_one(s, processor, store) for s in with_signal(made)[0]} if early else {}
         start = time.perf_counter()
         mgpo_step(
-            engine.module, None, made, processor, store, config, UpdateConfig(), backward, optimizer_step
+            engine.module,
+            None,
+            made,
+            processor,
+            store,
+            config,
+            UpdateConfig(),
+            backward,
+            optimizer_step,
+            ready=ready,
         )
         times.append(time.perf_counter() - start)
     return times[1:]
@@ -132,7 +145,8 @@ def main() -> None:
         made = groups(data, args.prompts, args.n)
         store = open_store(data)
         tokens = sum(p.tokens for p in prepare(made, load_processor(MODEL), store)[0])
-        learner = learner_seconds(made, store, args.steps)
+        learner = learner_seconds(made, store, args.steps, early=False)
+        early = learner_seconds(made, store, args.steps, early=True)
         bare = bare_seconds(made, store, args.steps)
         batches = prepare_seconds(made, store, args.steps)
     report = {
@@ -143,9 +157,12 @@ def main() -> None:
         "learner_seconds": learner,
         "bare_seconds": bare,
         "learner_seconds_median": statistics.median(learner),
+        "learner_built_early_seconds": early,
+        "learner_built_early_seconds_median": statistics.median(early),
         "bare_seconds_median": statistics.median(bare),
         "prepare_seconds_median": statistics.median(batches),
         "bare_over_learner": statistics.median(bare) / statistics.median(learner),
+        "bare_over_learner_built_early": statistics.median(bare) / statistics.median(early),
     }
     print(json.dumps(report, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ Token-level mean over every generated token of the step (not per sample), as in 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -166,10 +166,11 @@ def mgpo_step(
     backward: Callable[[torch.Tensor], None],
     optimizer_step: Callable[[], float],
     ranks: Ranks = Ranks(),
+    ready: Mapping[str, Prepared] | None = None,
 ) -> StepStats:
     """`update.updates` optimizer updates over the groups with signal (fewer when fewer groups carry it);
     the stats are their means. With several ranks every rank gets the same `groups` and builds the batches
-    of its own share only."""
+    of its own share only. `ready`: batches already built (by group id), e.g. while the learner waited."""
     signal, degenerate = with_signal(groups)
     rewards = [s.reward for g in groups for s in g.samples]
     reward = sum(rewards) / max(1, len(rewards))
@@ -178,7 +179,8 @@ def mgpo_step(
     splits = _split(list(range(len(signal))), update.minibatches)  # fewer when fewer groups carry signal
     parts = [shard(split, ranks.rank, ranks.world_size) for split in splits]
     mine = sorted({i for part in parts for i, _ in part})  # this rank builds only its own groups' batches
-    prepared = {i: prepare_one(signal[i], processor, store) for i in mine}
+    ready = ready or {}
+    prepared = {i: ready.get(signal[i].group.id) or prepare_one(signal[i], processor, store) for i in mine}
     model.eval()  # no dropout: old logprobs must be the same function as the trained ones
     # With one update the policy the update starts from IS the one being trained: its log-probs are the
     # current ones, detached, and the extra forward pass is skipped. With several, they are fixed first.

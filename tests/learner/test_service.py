@@ -177,3 +177,18 @@ def test_a_lora_learner_trains_adapters_only_anchors_kl_on_its_base_and_ships_me
         loss=LossConfig(kl_coef=0.05, entropy_coef=0.001),
     )
     assert all(torch.equal(resumed._full_state()[k], merged[k]) for k in merged)  # adapters restored
+
+
+def test_batches_are_built_while_the_learner_waits_and_dropped_once_used(
+    box_model, synth_data, redis_server, groups, tmp_path
+):
+    run = f"svc{next(_runs)}"
+    learner = _learner(
+        box_model, synth_data, redis_server, run, tmp_path, groups_per_step=2, max_staleness=10
+    )
+    _push(redis_server, run, groups, [0], ["w0"])
+    assert learner.step(timeout_s=1) is None  # one group of two: it waits, and builds w0's batch meanwhile
+    assert list(learner._ready) == ["w0"] and learner._ready["w0"].tokens > 0
+    _push(redis_server, run, groups, [0], ["w1"])
+    assert learner.step(timeout_s=5)["version"] == 1
+    assert learner._ready == {}  # used: nothing kept past its step
