@@ -21,6 +21,7 @@ from mgpo.checks import prompt_image_limit
 from mgpo.images import ImageStore
 from mgpo.resize import PixelBudget
 from mgpo.templates import Mode, template_for, with_box_hint
+from runtime.affinity import pin
 from runtime.metrics import RolloutMetrics, serve_metrics, unregister
 from runtime.queue import Queue, group_id
 from runtime.run_state import RunState
@@ -58,6 +59,7 @@ class ActorSpec:
     dtype: str = "fp32"  # "fp32" | "bf16": the engine's, as the learner's (model.dtype)
     tensor_parallel: int = 1  # GPUs the vLLM engine shards the model over
     stream_weights: bool = False  # apply each broadcast bucket as it lands (memory) instead of all at once
+    cpu_affinity: tuple[int, ...] = ()  # CPU cores the actor and its engine run on; empty: anywhere
     weights: str | None = None  # a snapshot to load before producing anything (joining mid-run, resuming)
     version: int = 0  # the policy version of `weights`
     metrics_port: int | None = None  # None: no Prometheus endpoint; 0: any free port
@@ -132,6 +134,8 @@ class RolloutWorker:
     def __init__(self, spec: ActorSpec) -> None:
         started = time.perf_counter()
         self.spec = spec
+        if spec.cpu_affinity:
+            pin(spec.cpu_affinity, "rollout.cpu_affinity")
         self.engine = build_engine(spec)
         self.loop = Loop(
             self.engine,
@@ -348,4 +352,6 @@ def start_rollout_actor(
     # torch and vLLM again (engine start 27 s -> 10-12 s on 2 cores, the same tokens/s: measured), and none
     # left behind when the actor is killed. On GPUs vLLM keeps its processes (tensor parallelism needs them).
     env = {} if num_gpus or spec.engine != "vllm" else {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    if spec.cpu_affinity and env:  # vLLM-CPU binds its OpenMP threads itself: to these cores, not its choice
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, spec.cpu_affinity))
     return remote.options(name=spec.name, runtime_env={"env_vars": env}).remote(spec)

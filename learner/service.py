@@ -42,6 +42,7 @@ from mgpo.loss import LossConfig
 from mgpo.metrics import summarize
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.records import TrajectoryGroup
+from runtime.affinity import pin
 from runtime.broadcast import Address, join, plan_buckets, send, wire_plan
 from runtime.config import LoraSection
 from runtime.metrics import LearnerMetrics, serve_metrics
@@ -67,6 +68,7 @@ class LearnerSpec:
     groups_per_step: int = 16
     world_size: int = 1  # data-parallel ranks, each a process (a GPU on a cluster)
     lora: LoraSection | None = None  # adapters train, the base is frozen (and is the KL reference)
+    cpu_affinity: tuple[int, ...] = ()  # CPU cores the rank runs on (a shared machine); empty: anywhere
     max_staleness: int = 1
     broadcast_backend: str = "auto"  # "auto": NCCL when the learner has a GPU, else gloo
     bucket_bytes: int = 64 << 20
@@ -84,6 +86,8 @@ class Learner:
 
     def __init__(self, spec: LearnerSpec, rank: int = 0, rendezvous: tuple[str, int] | None = None) -> None:
         self.spec, self.rank, self.head = spec, rank, rank == 0
+        if spec.cpu_affinity:
+            pin(spec.cpu_affinity, "learner.cpu_affinity")
         torch.manual_seed(spec.seed)
         if spec.world_size == 1:
             init_single_rank()

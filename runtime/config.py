@@ -101,6 +101,10 @@ class RolloutConfig(_Section):
     tensor_parallel: int = Field(
         1, ge=1, le=64, description="GPUs each actor's vLLM engine shards the model over (vLLM only)"
     )
+    cpu_affinity: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="CPU cores the actors run on, e.g. [0] (a shared machine); empty: wherever the OS puts them",
+    )
     stream_weights: bool = Field(
         False,
         description="apply each broadcast bucket as it lands: one bucket of extra memory instead of a second "
@@ -210,6 +214,10 @@ class LearnerConfig(_Section):
     )
     world_size: int = Field(
         1, ge=1, le=1024, description="learner ranks (data parallel), each a process with `gpus` GPUs"
+    )
+    cpu_affinity: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="CPU cores the learner's ranks run on, e.g. [1] (a shared machine); empty: anywhere",
     )
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in backward: less memory for ~1/3 more compute"

@@ -1,7 +1,7 @@
 import pytest
 
 from runtime.config import parse_config
-from services.driver.prepare import actor_spec, check_gpus
+from services.driver.prepare import actor_spec, check_gpus, learner_spec
 from services.driver.weight_sync import member_ranks
 
 
@@ -61,3 +61,11 @@ def test_each_tensor_parallel_worker_has_its_own_broadcast_rank():
     first, world_size = member_ranks(("a", "b", "c"), tensor_parallel=2)
     assert first == {"a": 1, "b": 3, "c": 5} and world_size == 7  # learner 0; a: 1-2, b: 3-4, c: 5-6
     assert member_ranks(("a",), 1) == ({"a": 1}, 2)
+
+
+def test_roles_are_pinned_to_the_cores_the_config_names():
+    config = parse_config({"learner": {"cpu_affinity": [1]}, "rollout": {"cpu_affinity": [0]}})
+    assert actor_spec(config, "m", "redis://x", "a0", 0, None, 0).cpu_affinity == (0,)
+    assert learner_spec(config, "m", "redis://x", resume=False).cpu_affinity == (1,)
+    with pytest.raises(ValueError, match="learner.cpu_affinity.0"):
+        parse_config({"learner": {"cpu_affinity": [-1]}})
