@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from recipes.plan import Shape, activation_bytes
+from recipes.plan import activation_bytes, shape_from
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, the vendors' figures
 
@@ -108,21 +108,6 @@ def step(
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def shape_from(model: torch.nn.Module) -> Shape:
-    text, vision = model.config.get_text_config(), model.config.vision_config
-    return Shape(
-        params=sum(x.numel() for x in model.parameters()),
-        layers=text.num_hidden_layers,
-        hidden=text.hidden_size,
-        intermediate=text.intermediate_size,
-        kv_dim=text.num_key_value_heads * (text.hidden_size // text.num_attention_heads),
-        vocab=text.vocab_size,
-        vision_layers=vision.depth,
-        vision_hidden=vision.hidden_size,
-        vision_intermediate=vision.intermediate_size,
-    )
 
 
 def main() -> None:

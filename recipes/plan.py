@@ -37,16 +37,21 @@ class Shape(NamedTuple):
 
 
 def shape_of(config_json: str | Path) -> Shape:
-    """The layer shapes of a Qwen2.5-VL config.json, and its parameter count (meta device: no memory)."""
+    """The shapes of a Qwen2.5-VL config.json, its parameters counted on the meta device (no memory)."""
     import torch
     from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
 
     config = AutoConfig.from_pretrained(str(config_json))
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config)
+        return shape_from(Qwen2_5_VLForConditionalGeneration._from_config(config))
+
+
+def shape_from(model: object) -> Shape:
+    """The layer shapes and parameter count of a built Qwen2.5-VL."""
+    config = model.config  # type: ignore[attr-defined]
     text, vision = config.get_text_config(), config.vision_config
     return Shape(
-        params=sum(p.numel() for p in model.parameters()),
+        params=sum(p.numel() for p in model.parameters()),  # type: ignore[attr-defined]
         layers=text.num_hidden_layers,
         hidden=text.hidden_size,
         intermediate=text.intermediate_size,
