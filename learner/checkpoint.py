@@ -75,9 +75,25 @@ def latest_checkpoint(root: str | os.PathLike[str]) -> Path | None:
     return folder if (folder / "learner.json").exists() else None
 
 
-def load_checkpoint(engine: object, folder: str | os.PathLike[str]) -> dict:
-    """Restore module + optimizer state into `engine`; returns learner.json."""
+def check_layout(saved: dict | None, now: dict, folder: str | os.PathLike[str]) -> None:
+    """Refuse to resume a checkpoint written by a learner of another shape: DeepSpeed's ZeRO states are one
+    file per rank, laid out for that stage (and a LoRA policy's modules are named differently)."""
+    if saved is None or saved == now:  # None: written before the layout was recorded
+        return
+    shown = lambda layout: ", ".join(f"{k} {v}" for k, v in sorted(layout.items()))  # noqa: E731
+    raise ValueError(
+        f"checkpoint {folder} was written by a learner of {shown(saved)}; this run's is {shown(now)}: resume "
+        "with the same learner.world_size, learner.zero_stage and learner.lora (or start a fresh run from "
+        "its policy.safetensors as model weights)"
+    )
+
+
+def load_checkpoint(engine: object, folder: str | os.PathLike[str], layout: dict | None = None) -> dict:
+    """Restore module + optimizer state into `engine`; returns learner.json. `layout`: this learner's
+    (world_size, zero_stage, lora), checked against the checkpoint's before anything loads."""
     folder = Path(folder)
+    if layout is not None:
+        check_layout(json.loads((folder / "learner.json").read_text()).get("layout"), layout, folder)
     path, _ = engine.load_checkpoint(  # type: ignore[attr-defined]
         str(folder / "deepspeed"), tag="state", load_optimizer_states=True, load_lr_scheduler_states=True
     )

@@ -381,6 +381,7 @@ class Learner:
             "committed": used,
             "carry": [g.id for g in self._carry],
             "ledger_lines": _count_lines(self.ledger) if self.head else 0,
+            "layout": self._layout(),
         }
         policy = self._full_state() if self.head or self.sharded else {}
         folder = save_checkpoint(
@@ -403,9 +404,18 @@ class Learner:
         """Every rank: the engine's state and the version at `folder` (None: start from the model)."""
         if folder is None:
             return {}
-        meta = load_checkpoint(self.engine, folder)
+        meta = load_checkpoint(self.engine, folder, self._layout())
         self.version = int(meta["version"])
         return meta
+
+    def _layout(self) -> dict[str, object]:
+        """What a checkpoint's DeepSpeed state depends on, recorded with it and checked on resume."""
+        spec = self.spec
+        return {
+            "world_size": spec.world_size,
+            "zero_stage": spec.engine.zero_stage,
+            "lora": spec.lora is not None,
+        }
 
     def _restore(self, folder: Path | None) -> None:
         """The head: continue from `folder` (None: no checkpoint yet, start from the model) and the Redis
