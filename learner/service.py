@@ -35,12 +35,10 @@ from learner.engine import (
     make_optimizer,
 )
 from learner.gather import full_state, gathered, state_shapes
-from learner.lora import add_lora
 from learner.step import Prepared, Ranks, Reference, UpdateConfig, mgpo_step, prepare_one, with_signal
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig
 from mgpo.metrics import summarize
-from mgpo.models.tiny import load_policy, load_processor
 from mgpo.records import TrajectoryGroup
 from runtime.affinity import pin
 from runtime.broadcast import Address, join, plan_buckets, send, wire_plan
@@ -85,6 +83,9 @@ class Learner:
     hands out (`_share`). `step` and `checkpoint` are collective: the driver calls them on every rank."""
 
     def __init__(self, spec: LearnerSpec, rank: int = 0, rendezvous: tuple[str, int] | None = None) -> None:
+        # transformers (3.4 s of imports) here, not at the module's top: the driver imports this module
+        from mgpo.models.tiny import load_policy, load_processor
+
         self.spec, self.rank, self.head = spec, rank, rank == 0
         if spec.cpu_affinity:
             pin(spec.cpu_affinity, "learner.cpu_affinity")
@@ -101,6 +102,8 @@ class Learner:
         if spec.update.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         if spec.lora is not None:
+            from learner.lora import add_lora  # peft: 3.4 s of imports the driver (which imports this) skips
+
             model = add_lora(model, spec.lora)  # only the adapters train
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(trainable, spec.lr, spec.weight_decay, spec.engine)

@@ -216,15 +216,17 @@ def _config(args: argparse.Namespace) -> object:
 def cmd_train(args: argparse.Namespace) -> int:
     import shutil
 
-    from services.driver.prepare import stop_on_sigterm
-    from services.driver.trainer import Trainer
+    from services.driver.ray_start import EarlyRay, stop_on_sigterm
 
     config = _config(args)
     if args.fresh and config.run_dir.exists():
         shutil.rmtree(config.run_dir)
     stop_on_sigterm()  # before Ray starts too: the private Redis is up first
+    early_ray = EarlyRay(config)  # a local Ray comes up while the driver's modules import
+    from services.driver.trainer import Trainer
+
     try:
-        summary = Trainer(config, resume=args.resume).run()
+        summary = Trainer(config, resume=args.resume, early_ray=early_ray).run()
     except KeyboardInterrupt:
         print(f"stopped; continue with: mgpo train --config {args.config} --resume", file=sys.stderr)
         return 130

@@ -3,9 +3,6 @@ actors (built from the run config: each component gets only the fields it uses).
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -61,61 +58,6 @@ def prepare_model(config: RunConfig, data_dir: Path, console: Console) -> str:
             f"letters: no answer supervision) -> {folder} ({time.perf_counter() - start:.1f}s)"
         )
     return str(folder)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop: a repeat must not cut the shutdown short
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (a pod being deleted, `kill`) stops the run as Ctrl-C does, so its finally shuts Redis, the
-    actors and the learner down. Ray's driver installs its own handler, which ends the process at once and
-    left the run's private Redis server running: this one replaces it, after ray.init."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-def start_ray(config: RunConfig) -> bool:
-    """Join the configured Ray cluster or start a local one; False when Ray was already up."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if config.ray_address is not None:
-        ray.init(address=config.ray_address, namespace="mgpo", log_to_driver=False)
-        stop_on_sigterm()
-        return True
-    # logical CPUs: every actor and learner rank reserve one; on a 2-core box they time-share
-    cpus = max(os.cpu_count() or 1, config.rollout.actors + config.learner.world_size + 3)
-    # Ray starts its workers at nice 15 by default: beside another job at the usual priority the learner and
-    # the actors then got a few % of the cores (the demo made no RL step in 5 minutes beside a 2-thread torch
-    # job). They are the run's work: the same priority as the driver, unless RAY_worker_niceness says else.
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(
-        num_cpus=cpus, namespace="mgpo", include_dashboard=False, log_to_driver=False, logging_level="WARNING"
-    )
-    stop_on_sigterm()
-    try:
-        check_gpus(config, ray.cluster_resources().get("GPU", 0.0))
-    except ValueError:
-        ray.shutdown()
-        raise
-    return True
-
-
-def check_gpus(config: RunConfig, available: float) -> None:
-    """On a local Ray, a learner or an actor that asks for more GPUs than the machine has would wait for
-    them forever: refuse at start, saying which key asks for what."""
-    wants = {
-        "learner.gpus x learner.world_size": config.learner.gpus * config.learner.world_size,
-        "rollout.gpus_per_actor": config.rollout.gpus_per_actor,
-    }
-    over = [f"{key} {amount:g}" for key, amount in wants.items() if amount > available]
-    if over:
-        raise ValueError(
-            f"{', '.join(over)}, but this machine has {available:g} GPUs (local Ray): lower them"
-        )
 
 
 def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: bool) -> LearnerSpec:

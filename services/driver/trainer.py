@@ -33,7 +33,8 @@ from services.autoscale import wait_share_average
 from services.driver.feeder import Feeder
 from services.driver.membership import Membership
 from services.driver.messages import first_line, shown
-from services.driver.prepare import actor_spec, learner_spec, prepare_data, prepare_model, start_ray
+from services.driver.prepare import actor_spec, learner_spec, prepare_data, prepare_model
+from services.driver.ray_start import EarlyRay, start_ray
 from services.driver.weight_sync import WeightSync
 from services.runs import Runs
 
@@ -43,8 +44,15 @@ class RunDirInUse(FileExistsError):
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, resume: bool = False, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        resume: bool = False,
+        console: Console | None = None,
+        early_ray: EarlyRay | None = None,
+    ) -> None:
         self.config, self.resume = config, resume
+        self.early_ray = early_ray  # Ray already starting (mgpo train begins it before importing this)
         self.console = console or Console(soft_wrap=True)
         self.run_dir = config.run_dir
         self.redis_server: RedisServer | None = None
@@ -90,7 +98,7 @@ class Trainer:
         self._stage("data")
         self.model_path = prepare_model(cfg, self.data_dir, self.console)
         self._stage("model")
-        self._started_ray = start_ray(cfg)
+        self._started_ray = self.early_ray.result() if self.early_ray is not None else start_ray(cfg)
         self._stage("ray")
         self.membership = Membership(
             cfg.name,

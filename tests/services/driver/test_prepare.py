@@ -1,7 +1,8 @@
 import pytest
 
 from runtime.config import parse_config
-from services.driver.prepare import actor_spec, check_gpus, learner_spec
+from services.driver.prepare import actor_spec, learner_spec
+from services.driver.ray_start import check_gpus
 from services.driver.weight_sync import member_ranks
 
 
@@ -28,7 +29,7 @@ def test_sigterm_stops_the_run_like_ctrl_c_once_and_a_repeat_does_not_cut_the_sh
     import os
     import signal
 
-    from services.driver.prepare import stop_on_sigterm
+    from services.driver.ray_start import stop_on_sigterm
 
     before = signal.getsignal(signal.SIGTERM)
     try:
