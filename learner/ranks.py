@@ -28,8 +28,10 @@ class LearnerRanks:
             done, pending = ray.wait(pending, num_returns=1)
             try:
                 ray.get(done[0])
-            except ray.exceptions.RayError:
-                if len(self.ranks) > 1:
+            except ray.exceptions.RayError as err:
+                # several ranks: the others may wait in a collective for the failed one. One rank that died:
+                # its placement group would stay reserved (a restarted learner asks for a new one)
+                if len(self.ranks) > 1 or isinstance(err, ray.exceptions.RayActorError):
                     self.kill()
                 raise
         return ray.get(refs[0])

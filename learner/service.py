@@ -189,7 +189,7 @@ class Learner:
             self.ranks,
             self._ready,
         )
-        self._ready = {k: v for k, v in self._ready.items() if k in {g.id for g in self._carry}}
+        self._ready = {}  # every group collected was used: nothing is carried past a step
         self.version += 1
         if self.head:
             self.counters["used"] += len(groups)
