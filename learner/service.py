@@ -43,7 +43,7 @@ from mgpo.records import TrajectoryGroup
 from runtime.affinity import pin
 from runtime.broadcast import Address, join, plan_buckets, send, wire_plan
 from runtime.config import LoraSection
-from runtime.metrics import LearnerMetrics, serve_metrics
+from runtime.metrics import GROUNDING_GAUGES, LOOK_GAUGES, LearnerMetrics, serve_metrics
 from runtime.queue import Queue
 from runtime.redis_server import node_ip
 from runtime.run_state import RunState
@@ -201,16 +201,8 @@ class Learner:
             "accuracy": summary.accuracy,
             "valid_grounding_ratio": summary.valid_grounding_ratio,
             "valid_grounding_lenient_ratio": summary.valid_grounding_lenient_ratio,
-            # multi-image grounding batches only
-            **{
-                k: v
-                for k, v in (
-                    ("mean_iou", summary.mean_iou),
-                    ("iou_accuracy", summary.iou_accuracy),
-                    ("right_image_ratio", summary.right_image_ratio),
-                )
-                if v is not None
-            },
+            # looking closer; then multi-image grounding batches only (None: nothing to count)
+            **{k: float(v) for k in LOOK_GAUGES + GROUNDING_GAUGES if (v := getattr(summary, k)) is not None},
             "turns": summary.turns,
             "samples": float(summary.samples),
             "generated_tokens": float(summary.generated_tokens),

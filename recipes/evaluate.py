@@ -26,8 +26,9 @@ from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
 from mgpo.crop import render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.images import ImageStore
+from mgpo.metrics import looks
 from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
-from mgpo.resize import PixelBudget
+from mgpo.resize import PixelBudget, num_visual_tokens
 from mgpo.rewards import choice_reward, grounding_reward
 from mgpo.templates import IM_END, format_choices, single_prompt
 
@@ -80,14 +81,30 @@ def row(
         "crop": list(region) if region is not None else None,
         "iou": overlap,
         "crop_holds_target": holds,
+        **_looked(sample, store, budget),
         "text": list(sample.text),
     }
 
 
-def summarize(rows: Sequence[dict]) -> dict[str, float]:
+def _looked(sample: TrajectorySample, store: ImageStore, budget: PixelBudget) -> dict[str, object]:
+    """How the answer looked closer, and what its images cost: visual tokens over every view it was shown."""
+    seen = looks(sample)
+    tokens = sum(
+        num_visual_tokens(*view_input_size(store.get(v.image).size, v.region, budget)) for v in sample.views
+    )
+    return {
+        "crops": seen.crops,
+        "direct": seen.direct,
+        "crop_of_crops": seen.crop_of_crops,
+        "image_tokens": tokens,
+    }
+
+
+def summarize(rows: Sequence[dict], by_category: bool = True) -> dict[str, object]:
+    """The split's numbers; with more than one category, the same numbers per category under `categories`."""
     n = max(1, len(rows))
     valid = [r for r in rows if r["crop"] is not None]
-    out = {
+    out: dict[str, object] = {
         "questions": len(rows),
         "accuracy": sum(r["correct"] for r in rows) / n,
         "valid_grounding_ratio": sum(r["valid_grounding"] for r in rows) / n,
@@ -95,9 +112,18 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
         "mean_iou_valid": statistics.fmean(r["iou"] for r in valid) if valid else 0.0,
         "mean_iou_all": sum(r["iou"] for r in rows) / n,
         "crop_holds_target_ratio": sum(r["crop_holds_target"] for r in rows) / n,
+        "crops_per_question": sum(r["crops"] for r in rows) / n,
+        "direct_answer_ratio": sum(r["direct"] for r in rows) / n,
+        "crop_of_crop_ratio": sum(r["crop_of_crops"] for r in rows) / max(1, sum(r["crops"] for r in rows)),
+        "image_tokens_per_question": sum(r["image_tokens"] for r in rows) / n,
     }
     if rows and "crop_alone_correct" in rows[0]:
         out["crop_alone_ratio"] = sum(bool(r["crop_alone_correct"]) for r in rows) / n
+    categories = sorted({r["category"] for r in rows})
+    if by_category and len(categories) > 1:
+        out["categories"] = {
+            c: summarize([r for r in rows if r["category"] == c], by_category=False) for c in categories
+        }
     return out
 
 

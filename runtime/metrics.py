@@ -35,6 +35,9 @@ GROUP_OUTCOMES = ("used", "stale", "duplicate", "unreadable")
 LEARNER_GAUGES = ("loss", "kl", "entropy", "clip_fraction", "grad_norm", "is_weight", "reward", "accuracy")
 # set only by steps that trained on multi-image grounding samples
 GROUNDING_GAUGES = ("mean_iou", "iou_accuracy", "right_image_ratio")
+# how the last step's trajectories looked closer (mgpo.metrics.Looks); the ratios are unset until a step has
+# a crop request / a crop to count
+LOOK_GAUGES = ("crops", "direct_answer_ratio", "valid_crop_ratio", "crop_of_crop_ratio")
 
 
 def targets_key(run: str) -> str:
@@ -173,7 +176,7 @@ class LearnerMetrics:
         )
         self.gauges = {
             name: Gauge(f"mgpo_learner_{name}", f"Last step's {name.replace('_', ' ')}", labels, registry=r)
-            for name in LEARNER_GAUGES + GROUNDING_GAUGES
+            for name in LEARNER_GAUGES + LOOK_GAUGES + GROUNDING_GAUGES
         }
         self.valid_ratio = Gauge(
             "mgpo_valid_grounding_ratio",

@@ -65,6 +65,7 @@ def test_the_dashboard_covers_the_quantities_operators_watch():
         "mgpo_weight_sync_seconds_sum",
         "mgpo_learner_step_seconds_bucket",
         "mgpo_actors",
+        "mgpo_learner_crops",  # how the policy looks closer (multi-turn)
     ):
         assert metric in text, metric
 

@@ -9,8 +9,11 @@ from recipes.report import smooth, write_report
 from runtime.metrics_log import MetricsLog
 
 
-def _row(correct, valid, crop, iou, alone=None, holds=False):
+def _row(correct, valid, crop, iou, alone=None, holds=False, category="c", crops=None, deeper=0, tokens=64):
     r = {"correct": correct, "valid_grounding": valid, "crop": crop, "iou": iou, "crop_holds_target": holds}
+    crops = int(crop is not None) if crops is None else crops
+    r |= {"category": category, "crops": crops, "direct": crops == 0, "crop_of_crops": deeper}
+    r["image_tokens"] = tokens * (1 + crops)
     r["valid_grounding_lenient"] = valid or crop is None  # the lenient rule read a box the strict one refused
     if alone is not None:
         r["crop_alone_correct"] = alone
@@ -30,6 +33,22 @@ def test_summarize_counts_invalid_boxes_as_zero_iou_and_failed_crops():
     assert result["mean_iou_valid"] == pytest.approx(0.3) and result["mean_iou_all"] == pytest.approx(0.15)
     assert result["crop_alone_ratio"] == 0.25 and result["crop_holds_target_ratio"] == 0.25
     assert "crop_alone_ratio" not in summarize([_row(True, False, None, 0.0)])
+    assert result["crops_per_question"] == 0.5 and result["direct_answer_ratio"] == 0.5
+    assert result["image_tokens_per_question"] == 96 and "categories" not in result
+
+
+def test_summarize_reports_looks_per_category():
+    rows = [
+        _row(True, True, None, 0.0, category="look0"),
+        _row(False, True, None, 0.0, category="look0"),
+        _row(True, True, [0, 0, 10, 10], 0.2, category="look2", crops=2, deeper=1),
+    ]
+    result = summarize(rows)
+    assert result["crops_per_question"] == pytest.approx(2 / 3) and result["crop_of_crop_ratio"] == 0.5
+    look0, look2 = result["categories"]["look0"], result["categories"]["look2"]
+    assert (look0["questions"], look0["accuracy"], look0["direct_answer_ratio"]) == (2, 0.5, 1.0)
+    assert (look2["crops_per_question"], look2["image_tokens_per_question"]) == (2.0, 192.0)
+    assert "categories" not in look2
 
 
 def test_smooth_is_a_trailing_average():
