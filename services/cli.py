@@ -102,6 +102,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         position_cue=args.position_cue,
         index_cue=args.index_cue,
         grounding_sides=tuple(args.grounding_sides),
+        looks=tuple(args.looks),
     )
     start = time.perf_counter()
     out = write_synthetic(
@@ -355,9 +356,10 @@ def _synth_command(data: Subparsers) -> None:
     )
     synth.add_argument(
         "--task",
-        choices=("choice", "grounding", "counting"),
+        choices=("choice", "grounding", "counting", "looks"),
         default="choice",
-        help="choice: V*-like multiple choice (default); grounding: multi-image; counting",
+        help="choice: V*-like multiple choice (default); grounding: multi-image; counting; looks: questions "
+        "that need 0, 1 or 2 crops (with --grid)",
     )
     synth.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg")
     synth.add_argument("--min-side", type=int, default=1536, help="smallest original side in pixels")
@@ -395,6 +397,12 @@ def _synth_command(data: Subparsers) -> None:
         type=_int_list,
         default=(448, 896),
         help="--task grounding: MIN,MAX side of each image in px (default 448,896)",
+    )
+    synth.add_argument(
+        "--looks",
+        type=_int_list,
+        default=(0, 1, 2),
+        help="--task looks: how many crops its questions need, drawn from these (default 0,1,2)",
     )
     synth.set_defaults(func=cmd_data_synth)
 

@@ -21,6 +21,7 @@ from mgpo.data.synth import (
     synth_choice_sample,
     synth_counting_sample,
     synth_grounding_sample,
+    synth_looks_sample,
 )
 from mgpo.images import ImageStore
 from mgpo.records import PromptRecord, RecordError, TaskKind
@@ -33,6 +34,7 @@ GENERATORS: dict[str, tuple[TaskKind, Callable[[int, int, SynthKnobs], SynthSamp
     "choice": (TaskKind.MULTIPLE_CHOICE, synth_choice_sample),
     "grounding": (TaskKind.MULTI_IMAGE_GROUNDING, synth_grounding_sample),
     "counting": (TaskKind.COUNTING, synth_counting_sample),
+    "looks": (TaskKind.MULTIPLE_CHOICE, synth_looks_sample),
 }
 
 

@@ -66,6 +66,8 @@ class SynthKnobs:
     # from another's (mRoPE is relative). Without it, 1000 SFT steps named one image for every prompt; with
     # it, 1500 did too (README, Results): needed, not enough.
     index_cue: bool = False
+    # The looks task: which numbers of looks closer (0, 1, 2) its questions need, drawn uniformly.
+    looks: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
         problems = []
@@ -92,6 +94,8 @@ class SynthKnobs:
         sides = tuple(self.grounding_sides)
         if len(sides) != 2 or not 256 <= sides[0] <= sides[1] <= 8192:
             problems.append(f"grounding_sides is MIN,MAX with 256 <= MIN <= MAX <= 8192, got {sides}")
+        if not self.looks or not set(self.looks) <= {0, 1, 2}:
+            problems.append(f"looks must be a non-empty subset of 0, 1, 2, got {self.looks}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -272,6 +276,104 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
     choices = tuple(picked[i] for i in order)
     answer = LETTERS[int(np.where(order == 0)[0][0])]
     return SynthSample((image,), QUESTIONS[kind], choices, answer, target_box, kind, tags=tuple(tags))
+
+
+def _panel(
+    size: int, frame: int, colour: tuple[int, int, int], value: str = "", width: int = 0
+) -> Image.Image:
+    """A light square in a `frame`-px coloured frame; with a `value`, filled with `width`-px stripes every
+    2 * `width` px running that way."""
+    panel = Image.new("RGB", (size, size), (245, 245, 245))
+    if value:
+        pixels = np.asarray(panel).copy()
+        pixels[_stripes(size, value, width, 2 * width)] = 0
+        panel = Image.fromarray(pixels)
+    ImageDraw.Draw(panel).rectangle((0, 0, size - 1, size - 1), outline=colour, width=frame)
+    return panel
+
+
+def _frame_of(i: int) -> tuple[str, tuple[int, int, int]]:
+    """The i-th tag of a set: red first, then the distractor colours in turn."""
+    if i == 0:
+        return FRAME_NAMES[0], TARGET_FRAME
+    d = (i - 1) % len(DISTRACTOR_FRAMES)
+    return FRAME_NAMES[1 + d], DISTRACTOR_FRAMES[d]
+
+
+def _looks_panel(
+    look: int,
+    values: list[str],
+    colour: tuple[int, int, int],
+    cell: int,
+    knobs: SynthKnobs,
+    rng: np.random.Generator,
+) -> tuple[Image.Image, list[Tag]]:
+    """One grid cell's panel for a question that needs `look` crops; values[0] is what the panel answers.
+
+    0 and 1 looks: stripes filling the panel, `grid`^(2 - look) times the finest stripe width. 2 looks: a
+    grid x grid layout of small framed tags inside the panel (red first, answering values[0]; the others
+    answer the other values) in the finest stripes. Returns the panel and its inner tags (panel pixels)."""
+    grid, frame = knobs.grid, 2 * knobs.frame  # the panel's frame must survive a `grid` times larger shrink
+    if look < 2:
+        return _panel(cell, frame, colour, values[0], knobs.stripe_width * grid ** (2 - look)), []
+    panel = _panel(cell, frame, colour)
+    tags = []
+    for i, box in enumerate(_cell_spots(cell, cell // grid * 3 // 4, grid, 1 + knobs.distractors, rng)):
+        value = values[0] if i == 0 else values[1 + (i - 1) % (len(values) - 1)]
+        name, tag_colour = _frame_of(i)
+        panel.paste(
+            _panel(int(box.width), knobs.frame, tag_colour, value, knobs.stripe_width),
+            (int(box.x1), int(box.y1)),
+        )
+        tags.append(Tag(name, box, value))
+    return panel, tags
+
+
+def _moved(box: Box, by: Box) -> Box:
+    return Box(box.x1 + by.x1, box.y1 + by.y1, box.x2 + by.x1, box.y2 + by.y1)
+
+
+def synth_looks_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:
+    """A question that needs 0, 1 or 2 looks closer (category "look0" / "look1" / "look2", drawn from
+    `knobs.looks`): which way the stripes run on the red-framed panel (2 looks: on the red tag inside it).
+
+    A square image of `grid` x `grid` cells; the red panel and `distractors` panels in other colours fill
+    cells. Each level of zoom is one cell of the view before it (a crop of a cell enlarges `grid` times), so
+    with the finest stripes at `stripe_width` px, a 2048-px image and a 224-px view (grid 4, width 1), look0
+    stripes read in the whole view, look1 stripes in a crop of the panel, look2 only in a crop of that crop.
+    """
+    if knobs.grid < 2:
+        raise ValueError("the looks task lays panels on a grid: set grid (e.g. 4)")
+    rng = _rng(seed, index, 3)
+    side = int(rng.integers(knobs.min_side, knobs.max_side + 1)) // knobs.grid * knobs.grid
+    look = knobs.looks[int(rng.integers(0, len(knobs.looks)))]
+    image = _position_background(side, side, rng) if knobs.position_cue else _background(side, side, 0, rng)
+    cell = side // knobs.grid
+    spots = _cell_spots(side, cell, knobs.grid, 1 + knobs.distractors, rng)
+    n_options = min(knobs.options, len(STRIPES))
+    picked = [STRIPES[i] for i in rng.permutation(len(STRIPES))[:n_options]]
+    tags: list[Tag] = []
+    red_panel: list[Tag] = []
+    target_box = spots[0]
+    for p, spot in enumerate(spots):
+        # a distractor panel answers wrong, as in the multiple-choice set: a crop of the wrong panel misleads
+        values = picked if p == 0 else [picked[1 + (p - 1) % (n_options - 1)], *picked[:1], *picked[2:]]
+        name, colour = _frame_of(p)
+        panel, inner = _looks_panel(look, values, colour, cell, knobs, rng)
+        image.paste(panel, (int(spot.x1), int(spot.y1)))
+        tags.append(Tag(name, spot, values[0]))
+        if p == 0 and inner:  # 2 looks: the question is about the red tag inside the red panel
+            red_panel = [Tag(t.frame, _moved(t.box, spot), t.value) for t in inner]
+            target_box = red_panel[0].box
+    tags += red_panel  # the panels (red first), then the tags inside the red one
+    order = rng.permutation(n_options)  # drawn either way: the rest of the sample does not depend on it
+    if not knobs.shuffle_options:
+        order = np.argsort([STRIPES.index(v) for v in picked])
+    choices = tuple(picked[i] for i in order)
+    answer = LETTERS[int(np.where(order == 0)[0][0])]
+    return SynthSample(
+        (image,), QUESTIONS["stripes"], choices, answer, target_box, f"look{look}", tags=tuple(tags)
+    )
 
 
 def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:

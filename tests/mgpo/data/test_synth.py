@@ -14,10 +14,12 @@ from mgpo.data.synth import (
     synth_choice_sample,
     synth_counting_sample,
     synth_grounding_sample,
+    synth_looks_sample,
     tag_image,
 )
 from mgpo.records import TaskKind
 from mgpo.resize import FACTOR, PixelBudget
+from mgpo.templates import LETTERS
 
 TINY_BUDGET = PixelBudget(64 * FACTOR * FACTOR, 256 * FACTOR * FACTOR)
 
@@ -208,3 +210,48 @@ def test_the_reproduce_set_hides_the_stripes_at_its_budget_and_shows_them_in_one
         return min(float(np.sqrt(((a - b) ** 2).mean())) for a, b in itertools.combinations(views, 2))
 
     assert contrast(inside["input"]) < 3.0 and contrast(inside["crop"]) > 50.0
+
+
+LOOKS = SynthKnobs(min_side=2048, max_side=2048, grid=4, stripe_width=1, clutter=0, position_cue=True)
+VIEW = PixelBudget(224 * 224, 224 * 224)
+
+
+def _stripe_contrast(sample, region: Box) -> float:
+    """Grey-level spread inside the middle of the target as the model sees it with `region` in view: ~0 when
+    the stripes average to a flat grey, tens of levels when they show."""
+    shown = render_view(sample.images[0], region, VIEW)
+    t, s = sample.target_box, shown.width / region.width
+    inner = [t.x1 + 0.3 * t.width, t.y1 + 0.3 * t.height, t.x2 - 0.3 * t.width, t.y2 - 0.3 * t.height]
+    box = [int((inner[0] - region.x1) * s), int((inner[1] - region.y1) * s)]
+    box += [int((inner[2] - region.x1) * s) + 1, int((inner[3] - region.y1) * s) + 1]
+    return float(np.asarray(shown.crop(box).convert("L"), dtype=np.float32).std())
+
+
+@pytest.mark.parametrize("look", [0, 1, 2])
+def test_a_looks_question_shows_its_stripes_only_after_as_many_crops_as_it_needs(look):
+    knobs = SynthKnobs(**{**LOOKS.__dict__, "looks": (look,)})
+    sample = synth_looks_sample(3, 0, knobs)
+    assert sample.category == f"look{look}"
+    panel = sample.tags[0]  # the red panel; look2's red tag sits inside it
+    assert panel.frame == "red" and sample.choices[LETTERS.index(sample.answer)] == panel.value
+    t = sample.target_box
+    zooms = [Box(0, 0, 2048, 2048), panel.box, Box(t.x1 - 16, t.y1 - 16, t.x2 + 16, t.y2 + 16)]
+    contrast = [_stripe_contrast(sample, region) for region in zooms[: look + 1]]
+    assert all(c < 2.0 for c in contrast[:-1]) and contrast[-1] > 40.0, contrast
+    if look == 2:  # the red tag inside the red panel: one per frame colour, only the red one answers right
+        inner = sample.tags[4:]
+        assert [x.frame for x in inner] == ["red", "blue", "green", "orange"]
+        assert inner[0].box == t and all(x.value != panel.value for x in inner[1:])
+
+
+def test_looks_questions_spread_over_the_looks_asked_for_and_distractor_panels_answer_wrong():
+    samples = [synth_looks_sample(1, i, LOOKS) for i in range(12)]
+    assert {s.category for s in samples} == {"look0", "look1", "look2"}
+    for s in samples:
+        panels = [x for x in s.tags if x.box.width == 512]
+        assert [x.frame for x in panels] == ["red", "blue", "green", "orange"]
+        assert all(x.value != panels[0].value for x in panels[1:])
+    with pytest.raises(ValueError, match="set grid"):
+        synth_looks_sample(1, 0, SynthKnobs())
+    with pytest.raises(ValueError, match="looks must be"):
+        SynthKnobs(looks=(3,))
