@@ -24,19 +24,22 @@ from tqdm import tqdm
 from transformers.optimization import get_wsd_schedule
 
 from learner.lora import add_lora, load_adapter
-from mgpo.boxes import iou, parse_box
+from mgpo.boxes import BoxRule, iou, parse_box
 from mgpo.cold_start import Example, format_example, skill_examples
 from mgpo.crop import render_view
 from mgpo.data.cot import pairs as cot_pairs
 from mgpo.data.cot import read_replies
 from mgpo.data.dataset import META_FILE, open_store, read_prompts
+from mgpo.data.distill import PATHS_FILE, conversation, read_paths
 from mgpo.data.synth import synth_choice_sample
+from mgpo.images import ImageStore
 from mgpo.masks import Sequence as TokenSequence
 from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.resize import PixelBudget
-from mgpo.rewards import choice_reward, parse_answer
-from mgpo.templates import IM_END, MGPO, opening_prompt
+from mgpo.rewards import choice_reward, last_boxed, parse_answer
+from mgpo.templates import IM_END, IMAGE_PLACEHOLDER, MGPO, multiturn, opening_prompt
+from mgpo.turns import crop_source
 from runtime.config import SFTConfig
 
 
@@ -66,7 +69,8 @@ def build_examples(
 
 
 def cot_examples(config: SFTConfig, budget: PixelBudget) -> tuple[list[Example], list[Example]]:
-    """(train, held out) from an SFT folder: each record's opening prompt, its images, its taught reply."""
+    """(train, held out) from an SFT folder: each record's opening prompt, its images and its taught reply
+    (`mgpo data cot`), or its whole multi-turn exchange (`mgpo data distill`)."""
     folder = str(config.data.path)
     meta = json.loads((Path(folder) / META_FILE).read_text()) if (Path(folder) / META_FILE).exists() else {}
     if (meta.get("min_pixels"), meta.get("max_pixels")) not in (
@@ -78,21 +82,44 @@ def cot_examples(config: SFTConfig, budget: PixelBudget) -> tuple[list[Example],
             f"those inputs' pixels), the config trains at {budget.min_pixels}..{budget.max_pixels}"
         )
     store = open_store(folder)
-    examples = [
-        Example(
-            "mig",
-            opening_prompt(record, MGPO),
-            tuple(render_view(store.get(h), None, budget) for h in record.images),
-            reply + IM_END,
-            reply,
-        )
-        for record, reply in cot_pairs(read_prompts(folder), read_replies(folder))
-    ]
+    if (Path(folder) / PATHS_FILE).exists():
+        examples = look_examples(folder, store, budget, int(meta.get("max_crops", 2)))
+    else:
+        examples = [
+            Example(
+                "mig",
+                opening_prompt(record, MGPO),
+                tuple(render_view(store.get(h), None, budget) for h in record.images),
+                reply + IM_END,
+                reply,
+            )
+            for record, reply in cot_pairs(read_prompts(folder), read_replies(folder))
+        ]
     if len(examples) <= config.data.eval_n:
         raise ValueError(
             f"{folder}: {len(examples)} examples, not more than data.eval_n ({config.data.eval_n})"
         )
     return examples[: -config.data.eval_n], examples[-config.data.eval_n :]
+
+
+def look_examples(folder: str, store: ImageStore, budget: PixelBudget, max_crops: int) -> list[Example]:
+    """A distilled folder's multi-turn exchanges (mgpo.data.distill), in the template RL rolls out with
+    `rollout.mode: multiturn` and this `max_crops`: the original, then each crop as the loop renders it."""
+    template = multiturn(max_crops)
+    paths = read_paths(folder)
+    out = []
+    for record in read_prompts(folder):
+        if record.id not in paths:
+            continue
+        path = paths[record.id]
+        original = store.get(record.images[0])
+        images = (
+            render_view(original, None, budget),
+            *(render_view(original, r, budget) for r in path.regions),
+        )
+        pieces = conversation(record, template, path)
+        out.append(Example("look", pieces[0][0], images, path.turns[0], path.turns[0], tuple(pieces[1:])))
+    return out
 
 
 def mixed_batch(
@@ -110,12 +137,15 @@ def mixed_batch(
 
 
 def _encode(tokenizer: object, example: Example) -> TokenSequence:
-    prompt = tokenizer(example.prompt, add_special_tokens=False).input_ids  # type: ignore[operator]
-    reply = tokenizer(example.reply, add_special_tokens=False).input_ids  # type: ignore[operator]
-    ids = np.asarray(prompt + reply, dtype=np.int32)
-    mask = np.zeros(len(ids), bool)
-    mask[len(prompt) :] = True
-    return TokenSequence(ids, mask, np.zeros(len(ids), np.float32))
+    """Each piece tokenised on its own, as the rollout loop does (prompt, sampled and injected ids)."""
+    pieces = ((example.prompt, False), *(example.pieces or ((example.reply, True),)))
+    ids: list[int] = []
+    trained: list[bool] = []
+    for text, train in pieces:
+        part = tokenizer(text, add_special_tokens=False).input_ids  # type: ignore[operator]
+        ids += part
+        trained += [train] * len(part)
+    return TokenSequence(np.asarray(ids, np.int32), np.asarray(trained, bool), np.zeros(len(ids), np.float32))
 
 
 def train_step(
@@ -152,9 +182,9 @@ def greedy_replies(
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
         sequences = [compact(tokenizer(e.prompt, add_special_tokens=False).input_ids) for e in chunk]
-        inputs = build_batch(
-            processor, sequences, [list(e.images) for e in chunk], budget, left_pad=True
-        ).inputs
+        # a multi-turn example's later images belong to turns the model has not reached
+        shown = [list(e.images[: e.prompt.count(IMAGE_PLACEHOLDER)]) for e in chunk]
+        inputs = build_batch(processor, sequences, shown, budget, left_pad=True).inputs
         reset_rope(model)
         with torch.no_grad():
             out = model.generate(
@@ -170,6 +200,16 @@ def score(example: Example, reply: str) -> bool:
     """Grounding: the box parses and overlaps the taught one (IoU >= 0.5). Recognition: the right letter."""
     if example.skill == "recognition":
         return choice_reward(reply, example.target) == 1.0
+    if example.skill == "look":  # the first turn: the taught crop (same image, IoU >= 0.5) or the letter
+        if "bbox_2d" not in example.target:
+            return "bbox_2d" not in reply and choice_reward(reply, last_boxed(example.target) or "") == 1.0
+        size = example.images[0].size
+        said, taught = (
+            parse_box(reply, size, BoxRule.LENIENT),
+            parse_box(example.target, size, BoxRule.LENIENT),
+        )
+        same = crop_source(reply, 1) == crop_source(example.target, 1)
+        return same and said.valid and taught.valid and iou(said.box, taught.box) >= 0.5
     if example.skill == "mig":  # the right image, and a box over half the taught one (IoU >= 0.5)
         said, taught = parse_answer(reply), parse_answer(example.target)
         return (

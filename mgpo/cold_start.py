@@ -65,6 +65,9 @@ class Example(NamedTuple):
     images: tuple[Image.Image, ...]
     reply: str
     target: str  # what is right: the taught box's JSON (grounding) or the option letter (recognition)
+    # a multi-turn exchange (mgpo.data.distill): every piece after the prompt, (text, trained); `images` are
+    # then all of its images, `reply` and `target` its first model turn (what a greedy evaluation generates)
+    pieces: tuple[tuple[str, bool], ...] = ()
 
 
 def around(box: Box, min_side: float, bounds: tuple[float, float]) -> Box:

@@ -158,6 +158,25 @@ def cmd_data_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_distill(args: argparse.Namespace) -> int:
+    from recipes.distill import distill
+
+    if not (0.0 <= args.crop_bar <= 1.0 and 0.0 <= args.direct_bar <= 1.0):
+        print("mgpo data distill: --direct-bar and --crop-bar are pass rates in 0..1", file=sys.stderr)
+        return 2
+    distill(
+        args.model,
+        args.data,
+        args.out,
+        n=args.n,
+        engine=args.engine or _default_engine(),
+        budget=PixelBudget(args.min_pixels, args.max_pixels),
+        direct_bar=args.direct_bar,
+        crop_bar=args.crop_bar,
+    )
+    return 0
+
+
 def cmd_rollout(args: argparse.Namespace) -> int:
     from actors.offline import run_offline_rollout
     from actors.rollout_actor import ActorSpec
@@ -343,6 +362,25 @@ def _data_commands(commands: Subparsers) -> None:
     select.add_argument("--engine", choices=("hf", "vllm"), default=None)
     _budget_flags(select, 64, 256)
     select.set_defaults(func=cmd_data_select)
+
+    distill = data.add_parser(
+        "distill",
+        help="self-distillation: an MGPO policy's shortest solutions (no crop, a crop, a crop of a crop) "
+        "as multi-turn SFT data",
+    )
+    distill.add_argument("--model", required=True, help="an MGPO-trained policy (HF folder, e.g. RUN/final)")
+    distill.add_argument("--data", required=True, help="a dataset folder of multiple-choice questions")
+    distill.add_argument("--out", required=True, help="the SFT folder to write (paths.jsonl)")
+    distill.add_argument("--n", type=int, default=8, help="samples per question and way (default 8)")
+    distill.add_argument(
+        "--direct-bar", type=float, default=0.75, help="pass rate that makes a direct answer (default 0.75)"
+    )
+    distill.add_argument(
+        "--crop-bar", type=float, default=0.5, help="pass rate that makes a crop path (default 0.5)"
+    )
+    distill.add_argument("--engine", choices=("hf", "vllm"), default=None)
+    _budget_flags(distill, 64, 256)
+    distill.set_defaults(func=cmd_data_distill)
 
 
 def _synth_command(data: Subparsers) -> None:

@@ -1,0 +1,96 @@
+"""Self-distillation into the autonomous multi-turn format (`rollout.mode: multiturn`).
+
+A path is how a question was solved: the model's turns (crop requests, then the answer) and the crop regions
+they gave, in original pixels. `mgpo data distill` finds, for each question, the shortest path an
+MGPO-trained policy solves it by (no crop, one crop, a crop of the crop) and writes it here; `mgpo sft`
+teaches the whole conversation, with the loop's own injected turns between the model's, so SFT and RL see
+the same tokens. An SFT folder of paths is our dataset folder plus `paths.jsonl`, one line per record:
+`{"id": ..., "turns": [request, ..., answer], "regions": [[x1, y1, x2, y2], ...]}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from mgpo.boxes import Box
+from mgpo.records import PromptRecord
+from mgpo.templates import IM_END, Template, first_prompt, followup
+
+PATHS_FILE = "paths.jsonl"
+
+
+class LookPath(NamedTuple):
+    """The model's turns (every one but the last asks for a crop) and the region each request gave."""
+
+    turns: tuple[str, ...]
+    regions: tuple[Box, ...]
+
+    @property
+    def looks(self) -> int:
+        return len(self.regions)
+
+
+def crop_request(box: Box, image: int) -> str:
+    """A multi-turn crop request: `box` in pixels of image `image` as the model saw it (1 = the original).
+    The loop's stop strings end a turn at this closing fence, as here."""
+    coords = [round(v) for v in box]
+    return f'```json\n{{"bbox_2d": {json.dumps(coords)}, "image": {image}}}\n```'
+
+
+def answer_turn(letter: str) -> str:
+    return f"\\boxed{{{letter}}}"
+
+
+def conversation(record: PromptRecord, template: Template, path: LookPath) -> list[tuple[str, bool]]:
+    """The whole multi-turn exchange as (text, trained) pieces: the opening prompt, then each model turn
+    (trained) and the loop's injected turn after it (not trained), the answer closed by <|im_end|>.
+
+    The injected texts are the loop's (`followup`): a crop request's turn ends at its closing fence and the
+    loop closes it, so the model is never taught an <|im_end|> there either."""
+    if len(path.turns) != path.looks + 1:
+        raise ValueError(f"{record.id}: {len(path.turns)} turns for {path.looks} crops (need crops + 1)")
+    pieces = [(first_prompt(template, record.question, record.choices), False)]
+    for i, request in enumerate(path.turns[:-1]):
+        pieces.append((request, True))
+        injected = followup(template, record.question, record.choices, True, False, image_number=i + 2)
+        pieces.append((injected, False))
+    pieces.append((path.turns[-1] + IM_END, True))
+    return pieces
+
+
+def write_paths(root: str | os.PathLike[str], paths: dict[str, LookPath]) -> None:
+    with open(Path(root) / PATHS_FILE, "w") as out:
+        for record_id, path in paths.items():
+            regions = [[round(v) for v in r] for r in path.regions]
+            out.write(json.dumps({"id": record_id, "turns": list(path.turns), "regions": regions}) + "\n")
+
+
+def read_paths(root: str | os.PathLike[str]) -> dict[str, LookPath]:
+    """The taught path of each record id of a distilled SFT folder."""
+    file = Path(root) / PATHS_FILE
+    out = {}
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            turns = tuple(str(t) for t in item["turns"])
+            regions = tuple(Box(*(float(v) for v in r)) for r in item["regions"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{file}:{number}: not an {{id, turns, regions}} line: {err}") from err
+        if len(turns) != len(regions) + 1:
+            raise ValueError(f"{file}:{number}: {len(turns)} turns for {len(regions)} crops (need crops + 1)")
+        out[str(item["id"])] = LookPath(turns, regions)
+    return out
+
+
+def looks_share(paths: Sequence[LookPath]) -> dict[str, int]:
+    """How many paths take 0, 1, 2, ... crops: what the distilled set teaches."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[f"look{path.looks}"] = counts.get(f"look{path.looks}", 0) + 1
+    return dict(sorted(counts.items()))

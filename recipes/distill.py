@@ -1,0 +1,242 @@
+"""`mgpo data distill`: an MGPO-trained policy's own solutions, rewritten into the multi-turn format.
+
+For every multiple-choice question, the shortest way the policy solves it (mgpo.data.distill.LookPath).
+Each question is asked `n` times, each time with its options in another order (`variants`): a policy that
+cannot read the detail and guesses a favourite letter then passes about one time in the number of options,
+not every time. The pass rate is the share of the `n` answers that named the right option:
+1. no crop: shown the whole image alone (the recognition prompt), a pass rate of at least `direct_bar`;
+2. one crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop in at least `crop_bar`;
+   the path is the first such sample's own box, its crop, the answer;
+3. a crop of the crop: its most frequent first crop, cut out and given to it as the image of new MGPO
+   rollouts; a box there and a right answer in at least `crop_bar` gives two crops.
+Questions solved by none are left out (counted). Each path's boxes are in pixels of the view they cut from,
+as the multi-turn loop reads them, and its regions are the loop's own (`crop_region`), so SFT on the folder
+teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from actors.engine import Engine, Prompt, Sampling
+from actors.loop import Loop, Tokenizer
+from actors.rollout_actor import build_engine, engine_tokenizer, rollout_settings
+from mgpo.boxes import Box, parse_box
+from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
+from mgpo.crop import crop_region, render_view, view_input_size
+from mgpo.data.dataset import open_store, read_prompts, write_subset
+from mgpo.data.distill import LookPath, answer_turn, crop_request, looks_share, write_paths
+from mgpo.images import ImageStore
+from mgpo.records import PromptRecord, TaskKind, TrajectorySample
+from mgpo.resize import PixelBudget
+from mgpo.rewards import choice_reward
+from mgpo.templates import LETTERS, format_choices, single_prompt
+from recipes.evaluate import eval_spec
+
+MAX_CROPS = 2  # the paths go up to a crop of a crop; RL must allow as many (rollout.max_crops)
+
+
+def variants(record: PromptRecord, n: int) -> list[PromptRecord]:
+    """`n` copies of a question, the k-th with its options in the k-th seeded order (k = 0: as given)."""
+    out = []
+    for k in range(n):
+        order = list(range(len(record.choices)))
+        if k:
+            random.Random(f"{record.id}#{k}").shuffle(order)
+        answer = LETTERS[order.index(LETTERS.index(record.answer))]
+        choices = tuple(record.choices[i] for i in order)
+        out.append(dataclasses.replace(record, id=f"{record.id}#{k}", choices=choices, answer=answer))
+    return out
+
+
+def direct_rates(
+    policy: Engine, records: Sequence[PromptRecord], store: ImageStore, budget: PixelBudget, n: int
+) -> dict[str, float]:
+    """Each question's pass rate from the whole image alone over its `n` variants, at temperature 1."""
+    tok = Tokenizer(engine_tokenizer(policy))
+    sampling = Sampling(n=1, max_tokens=32, temperature=1.0, stop_ids=(tok.im_end,), seed=0)
+    rates = {}
+    for record in tqdm(records, desc="distill: no crop", unit="question"):
+        image = render_view(store.get(record.images[0]), None, budget)
+        asked = variants(record, n)
+        texts = [
+            RECOGNITION_PROMPT.format(question=v.question, choices=format_choices(v.choices)) for v in asked
+        ]
+        prompts = [Prompt(tok.encode(single_prompt(t, 1, RECOGNITION_SYSTEM)), [image]) for t in texts]
+        replies = [tok.decode(c.ids) for (c,) in policy.generate(prompts, sampling)]
+        rates[record.id] = (
+            sum(choice_reward(r, v.answer, v.choices) for r, v in zip(replies, asked, strict=True)) / n
+        )
+    return rates
+
+
+def mgpo_samples(loop: Loop, record: PromptRecord, n: int) -> list[TrajectorySample]:
+    """The MGPO rollouts of a question's `n` variants, one sample each."""
+    return [g.samples[0] for g in loop.rollout(variants(record, n), seed=0)]
+
+
+def _solved(sample: TrajectorySample) -> bool:
+    return sample.reward >= 1.0 and sample.valid_grounding and sample.views[1].region is not None
+
+
+def _first_box(sample: TrajectorySample, size: tuple[int, int], loop: Loop) -> Box:
+    """The turn-1 box the loop cut `sample`'s crop by, in pixels of the `size` input it was read in."""
+    box = parse_box(sample.text[0], size, loop.settings.box_rule).box
+    assert box is not None  # a crop was cut, so its box parsed
+    return box
+
+
+def _crop_image(store: ImageStore, original: str, region: Box) -> str:
+    """The crop as an image of its own (integer original pixels, PNG so no pixel changes), by hash."""
+    buf = io.BytesIO()
+    crop = store.get(original).crop((int(region.x1), int(region.y1), int(region.x2), int(region.y2)))
+    crop.save(buf, format="PNG", compress_level=1)
+    return store.put_bytes(buf.getvalue(), check=False)
+
+
+def _most_common_first(samples: Sequence[TrajectorySample]) -> TrajectorySample | None:
+    """A sample whose first crop is the one the policy cut most often (None: it never cut one)."""
+    cropped = [s for s in samples if s.turns > 1 and s.views[1].region is not None]
+    if not cropped:
+        return None
+    region = Counter(s.views[1].region for s in cropped).most_common(1)[0][0]
+    return next(s for s in cropped if s.views[1].region == region)
+
+
+def _passes(samples: Sequence[TrajectorySample], bar: float) -> TrajectorySample | None:
+    """The first sample solved with a valid crop, if at least `bar` of them were (else None)."""
+    solved = [s for s in samples if _solved(s)]
+    return solved[0] if solved and len(solved) >= bar * len(samples) else None
+
+
+def one_crop_path(
+    loop: Loop, record: PromptRecord, samples: Sequence[TrajectorySample], budget: PixelBudget, bar: float
+) -> LookPath | None:
+    """Solved by the MGPO rollouts with a valid crop often enough: their own box, crop and the answer."""
+    sample = _passes(samples, bar)
+    if sample is None:
+        return None
+    whole = view_input_size(loop.original_size(record.images[0]), None, budget)
+    turns = (crop_request(_first_box(sample, whole, loop), 1), answer_turn(record.answer))
+    return LookPath(turns, (sample.views[1].region,))  # type: ignore[arg-type]
+
+
+def two_crop_path(
+    loop: Loop,
+    record: PromptRecord,
+    samples: Sequence[TrajectorySample],
+    budget: PixelBudget,
+    n: int,
+    bar: float,
+) -> LookPath | None:
+    """The policy's most frequent crop, given to it as a new image; solved there often enough, two crops."""
+    first = _most_common_first(samples)
+    if first is None:
+        return None
+    region = first.views[1].region
+    assert region is not None
+    sub = dataclasses.replace(record, images=(_crop_image(loop.store, record.images[0], region),))
+    sample = _passes(mgpo_samples(loop, sub, n), bar)
+    if sample is None:
+        return None
+    original = loop.original_size(record.images[0])
+    seen = view_input_size(original, region, budget)  # the crop's input size: the sub-image's
+    grounding = parse_box(sample.text[0], seen, loop.settings.box_rule)
+    second = crop_region(grounding, seen, region, original)  # where the multi-turn loop will cut
+    if second is None or grounding.box is None:
+        return None
+    whole = view_input_size(original, None, budget)
+    turns = (
+        crop_request(_first_box(first, whole, loop), 1),
+        crop_request(grounding.box, 2),
+        answer_turn(record.answer),
+    )
+    return LookPath(turns, (region, second))
+
+
+def shortest_paths(
+    loop: Loop,
+    records: Sequence[PromptRecord],
+    direct: dict[str, float],
+    budget: PixelBudget,
+    n: int,
+    direct_bar: float,
+    crop_bar: float,
+) -> dict[str, LookPath]:
+    """Each question's shortest solved path (none: left out)."""
+    paths = {}
+    for record in tqdm(records, desc=f"distill (n={n})", unit="question"):
+        if direct[record.id] >= direct_bar:
+            paths[record.id] = LookPath((answer_turn(record.answer),), ())
+            continue
+        samples = mgpo_samples(loop, record, n)
+        path = one_crop_path(loop, record, samples, budget, crop_bar) or two_crop_path(
+            loop, record, samples, budget, n, crop_bar
+        )
+        if path is not None:
+            paths[record.id] = path
+    return paths
+
+
+def distill(
+    model: str,
+    data: str,
+    out: str,
+    n: int = 8,
+    engine: str = "vllm",
+    budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
+    direct_bar: float = 0.75,
+    crop_bar: float = 0.5,
+) -> dict[str, object]:
+    """Write the SFT folder `out`: the multiple-choice questions of `data` the policy `model` solves, each
+    with its shortest path (`paths.jsonl`), and `distill.json` (how many took 0, 1, 2 crops, per category)."""
+    source = open_store(data)
+    records = [r for r in read_prompts(data) if r.kind is TaskKind.MULTIPLE_CHOICE]
+    if not records:
+        raise ValueError(f"{data}: no multiple-choice question to distill")
+    folder = Path(out)
+    work = ImageStore(folder / "work" / "images")  # the originals and the policy's crops as images
+    for record in records:
+        work.put_bytes(source.path(record.images[0]).read_bytes(), check=False)
+    spec = eval_spec(model, "mgpo", str(work.root), engine, budget, max_turn_tokens=64, n=1, temperature=1.0)
+    policy = build_engine(spec)
+    try:
+        direct = direct_rates(policy, records, work, budget, n)
+        loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
+        paths = shortest_paths(loop, records, direct, budget, n, direct_bar, crop_bar)
+    finally:
+        policy.close()
+    kept = [r for r in records if r.id in paths]
+    summary = _summary(records, paths, n, direct_bar, crop_bar)
+    meta = {"format": "mgpo-distilled", "source": data, "model": model, "max_crops": MAX_CROPS}
+    meta |= {"min_pixels": budget.min_pixels, "max_pixels": budget.max_pixels, **summary}
+    write_subset(folder, kept, source, meta)
+    write_paths(folder, {r.id: paths[r.id] for r in kept})
+    (folder / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({"out": str(folder), **summary["looks"], "kept": len(kept), "questions": len(records)}))  # type: ignore[dict-item]
+    return summary
+
+
+def _summary(
+    records: Sequence[PromptRecord], paths: dict[str, LookPath], n: int, direct_bar: float, crop_bar: float
+) -> dict[str, object]:
+    by_category: dict[str, Counter[str]] = {}
+    for r in records:
+        taken = f"look{paths[r.id].looks}" if r.id in paths else "unsolved"
+        by_category.setdefault(r.category or "-", Counter())[taken] += 1
+    return {
+        "questions": len(records),
+        "n": n,
+        "direct_bar": direct_bar,
+        "crop_bar": crop_bar,
+        "looks": looks_share(list(paths.values())),
+        "by_category": {c: dict(sorted(v.items())) for c, v in sorted(by_category.items())},
+    }

@@ -1,0 +1,77 @@
+"""The multi-turn paths distillation writes: the request format the loop reads, the whole exchange with the
+loop's own injected turns, and the file."""
+
+from __future__ import annotations
+
+import pytest
+
+from mgpo.boxes import Box, BoxRule, parse_box
+from mgpo.data.distill import (
+    LookPath,
+    answer_turn,
+    conversation,
+    crop_request,
+    looks_share,
+    read_paths,
+    write_paths,
+)
+from mgpo.records import PromptRecord, TaskKind
+from mgpo.templates import BOX_STOP, IM_END, first_prompt, followup, multiturn
+from mgpo.turns import crop_source
+
+RECORD = PromptRecord(
+    id="q1",
+    kind=TaskKind.MULTIPLE_CHOICE,
+    question="Which way do the stripes on the tag with the red frame run?",
+    images=("a" * 64,),
+    answer="B",
+    choices=("horizontal", "vertical"),
+)
+
+
+def test_a_crop_request_is_read_by_the_multi_turn_loop_as_written():
+    request = crop_request(Box(56.4, 0, 112, 55.6), 2)
+    grounding = parse_box(request, (224, 224), BoxRule.LENIENT)
+    assert grounding.valid and grounding.box == Box(56, 0, 112, 56)
+    assert crop_source(request, 2) == 2 and crop_source(request, 1) is None  # image 2 must exist
+    assert request.endswith(BOX_STOP[1])  # the turn ends where the loop's stop string ends it
+
+
+def test_the_exchange_is_the_loops_tokens_with_only_model_turns_trained():
+    path = LookPath(
+        (crop_request(Box(0, 0, 56, 56), 1), crop_request(Box(56, 56, 112, 112), 2), answer_turn("B")),
+        (Box(0, 0, 512, 512), Box(128, 128, 256, 256)),
+    )
+    template = multiturn(2)
+    pieces = conversation(RECORD, template, path)
+    assert [trained for _, trained in pieces] == [False, True, False, True, False, True]
+    q, c = RECORD.question, RECORD.choices
+    assert pieces[0][0] == first_prompt(template, q, c)
+    # after a request the loop closes the turn itself (the model stopped at the fence) and shows image N
+    assert pieces[2][0] == followup(template, q, c, True, False, image_number=2)
+    assert pieces[4][0] == followup(template, q, c, True, False, image_number=3)
+    assert "Image 3:" in pieces[4][0] and pieces[4][0].startswith(IM_END)
+    assert pieces[5][0] == "\\boxed{B}" + IM_END
+    direct = conversation(RECORD, template, LookPath((answer_turn("B"),), ()))
+    assert [text for text, _ in direct][1:] == ["\\boxed{B}" + IM_END]
+
+
+def test_a_path_needs_one_turn_more_than_its_crops():
+    with pytest.raises(ValueError, match="2 turns for 0 crops"):
+        conversation(RECORD, multiturn(2), LookPath(("a", "b"), ()))
+
+
+def test_paths_round_trip_and_a_bad_line_is_named(tmp_path):
+    paths = {
+        "q1": LookPath((answer_turn("A"),), ()),
+        "q2": LookPath((crop_request(Box(0, 0, 56, 56), 1), answer_turn("C")), (Box(0, 0, 512.0, 512.0),)),
+    }
+    write_paths(tmp_path, paths)
+    assert read_paths(tmp_path) == paths
+    assert looks_share(list(paths.values())) == {"look0": 1, "look1": 1}
+    (tmp_path / "paths.jsonl").write_text('{"id": "q3", "turns": ["x"], "regions": [[0, 0, 1, 1]]}\n')
+    with pytest.raises(ValueError, match=r"paths.jsonl:1: 1 turns for 1 crops"):
+        read_paths(tmp_path)
+    (tmp_path / "paths.jsonl").write_text('{"id": "q3"}\n')
+    with pytest.raises(ValueError, match=r"paths.jsonl:1: not an"):
+        read_paths(tmp_path)

@@ -1,0 +1,65 @@
+"""`mgpo data distill` on a real policy (the pinned demo cold start, HF engine), then `mgpo sft` on the
+multi-turn paths it wrote; and the option variants that keep a blind letter guess from passing."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from mgpo.boxes import BoxRule, parse_box
+from mgpo.crop import crop_region, full_region, view_input_size
+from mgpo.data.dataset import open_store, read_prompts, write_synthetic
+from mgpo.data.distill import read_paths
+from mgpo.records import PromptRecord, TaskKind
+from mgpo.resize import PixelBudget
+from recipes.distill import distill, variants
+from runtime.config import load_sft_config
+from services.cli import main
+
+COLD_START = "models/demo-cold-start"
+BUDGET = PixelBudget(224 * 224, 224 * 224)
+
+
+def test_variants_move_the_answer_with_its_option_and_spread_the_letters():
+    record = PromptRecord("q", TaskKind.MULTIPLE_CHOICE, "?", ("a" * 64,), "B", ("w", "x", "y", "z"))
+    asked = variants(record, 8)
+    assert asked[0].choices == record.choices and asked[0].answer == "B"
+    assert all(v.choices["ABCD".index(v.answer)] == "x" for v in asked)
+    assert len({v.id for v in asked}) == 8 and len(Counter(v.answer for v in asked)) >= 3
+
+
+@pytest.mark.slow
+def test_distilled_paths_are_the_loops_own_crops_and_train_as_multi_turn_sft(tmp_path):
+    data, sft = tmp_path / "data", tmp_path / "distilled"
+    knobs = load_sft_config("configs/demo/cold-start.yaml").data.knobs()
+    write_synthetic(data, 6, 7, knobs=knobs, image_format="png", progress=False)
+    # bars at their floor: any solved sample makes a path, so the cold start's few boxes give some
+    summary = distill(
+        COLD_START, str(data), str(sft), n=8, engine="hf", budget=BUDGET, direct_bar=1.0, crop_bar=0.0
+    )
+    paths = read_paths(sft)
+    assert summary["questions"] == 6 and sum(summary["looks"].values()) == len(paths) >= 2
+    assert sum(sum(c.values()) for c in summary["by_category"].values()) == 6
+    store = open_store(sft)
+    for record in read_prompts(sft):
+        path = paths[record.id]
+        assert path.turns[-1] == f"\\boxed{{{record.answer}}}"
+        image = store.get(record.images[0])
+        source, view = full_region(image), None
+        for turn, region in zip(path.turns, path.regions, strict=False):
+            # the multi-turn loop reads each request and cuts exactly the region taught with it
+            seen = view_input_size(image.size, view, BUDGET)
+            assert crop_region(parse_box(turn, seen, BoxRule.LENIENT), seen, source, image.size) == region
+            source = view = region
+    meta = json.loads((sft / "dataset.json").read_text())
+    assert meta["max_crops"] == 2 and meta["min_pixels"] == BUDGET.min_pixels
+
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        f"name: looks\noutput_dir: {tmp_path / 'runs'}\nmodel: {{path: {COLD_START}}}\n"
+        f"data: {{path: {sft}, eval_n: 1}}\nmin_pixels: 50176\nmax_pixels: 50176\n"
+        "steps: 2\nbatch: 2\neval_every: 2\ncheckpoint_every: 2\n"
+    )
+    assert main(["sft", "--config", str(config)]) == 0
+    summary = json.loads((tmp_path / "runs" / "looks" / "summary.json").read_text())
+    assert summary["steps"] == 2 and 0.0 <= summary["look_accuracy"] <= 1.0
