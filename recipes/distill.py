@@ -17,11 +17,12 @@ teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will pro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -44,12 +45,14 @@ from recipes.evaluate import eval_spec
 MAX_CROPS = 2  # the paths go up to a crop of a crop; RL must allow as many (rollout.max_crops)
 
 
-def variants(record: PromptRecord, n: int) -> list[PromptRecord]:
-    """`n` copies of a question, the k-th with its options in the k-th seeded order (k = 0: as given)."""
+def variants(record: PromptRecord, n: int, shuffle: bool = True) -> list[PromptRecord]:
+    """`n` copies of a question, the k-th with its options in the k-th seeded order (k = 0: as given).
+    `shuffle` False keeps the order: for a policy trained on a set whose letters always mean the same value
+    (`data.shuffle_options: false`), which may read the detail yet not the option texts."""
     out = []
     for k in range(n):
         order = list(range(len(record.choices)))
-        if k:
+        if k and shuffle:
             random.Random(f"{record.id}#{k}").shuffle(order)
         answer = LETTERS[order.index(LETTERS.index(record.answer))]
         choices = tuple(record.choices[i] for i in order)
@@ -57,30 +60,33 @@ def variants(record: PromptRecord, n: int) -> list[PromptRecord]:
     return out
 
 
+Ask = Callable[[PromptRecord], list[PromptRecord]]  # a question -> the variants it is asked as
+
+
 def direct_rates(
-    policy: Engine, records: Sequence[PromptRecord], store: ImageStore, budget: PixelBudget, n: int
+    policy: Engine, records: Sequence[PromptRecord], store: ImageStore, budget: PixelBudget, ask: Ask
 ) -> dict[str, float]:
-    """Each question's pass rate from the whole image alone over its `n` variants, at temperature 1."""
+    """Each question's pass rate from the whole image alone over its variants, at temperature 1."""
     tok = Tokenizer(engine_tokenizer(policy))
     sampling = Sampling(n=1, max_tokens=32, temperature=1.0, stop_ids=(tok.im_end,), seed=0)
     rates = {}
     for record in tqdm(records, desc="distill: no crop", unit="question"):
         image = render_view(store.get(record.images[0]), None, budget)
-        asked = variants(record, n)
+        asked = ask(record)
         texts = [
             RECOGNITION_PROMPT.format(question=v.question, choices=format_choices(v.choices)) for v in asked
         ]
         prompts = [Prompt(tok.encode(single_prompt(t, 1, RECOGNITION_SYSTEM)), [image]) for t in texts]
         replies = [tok.decode(c.ids) for (c,) in policy.generate(prompts, sampling)]
-        rates[record.id] = (
-            sum(choice_reward(r, v.answer, v.choices) for r, v in zip(replies, asked, strict=True)) / n
-        )
+        rates[record.id] = sum(
+            choice_reward(r, v.answer, v.choices) for r, v in zip(replies, asked, strict=True)
+        ) / len(asked)
     return rates
 
 
-def mgpo_samples(loop: Loop, record: PromptRecord, n: int) -> list[TrajectorySample]:
-    """The MGPO rollouts of a question's `n` variants, one sample each."""
-    return [g.samples[0] for g in loop.rollout(variants(record, n), seed=0)]
+def mgpo_samples(loop: Loop, record: PromptRecord, ask: Ask) -> list[TrajectorySample]:
+    """The MGPO rollouts of a question's variants, one sample each."""
+    return [g.samples[0] for g in loop.rollout(ask(record), seed=0)]
 
 
 def _solved(sample: TrajectorySample) -> bool:
@@ -134,7 +140,7 @@ def two_crop_path(
     record: PromptRecord,
     samples: Sequence[TrajectorySample],
     budget: PixelBudget,
-    n: int,
+    ask: Ask,
     bar: float,
 ) -> LookPath | None:
     """The policy's most frequent crop, given to it as a new image; solved there often enough, two crops."""
@@ -144,7 +150,7 @@ def two_crop_path(
     region = first.views[1].region
     assert region is not None
     sub = dataclasses.replace(record, images=(_crop_image(loop.store, record.images[0], region),))
-    sample = _passes(mgpo_samples(loop, sub, n), bar)
+    sample = _passes(mgpo_samples(loop, sub, ask), bar)
     if sample is None:
         return None
     original = loop.original_size(record.images[0])
@@ -167,19 +173,19 @@ def shortest_paths(
     records: Sequence[PromptRecord],
     direct: dict[str, float],
     budget: PixelBudget,
-    n: int,
+    ask: Ask,
     direct_bar: float,
     crop_bar: float,
 ) -> dict[str, LookPath]:
     """Each question's shortest solved path (none: left out)."""
     paths = {}
-    for record in tqdm(records, desc=f"distill (n={n})", unit="question"):
+    for record in tqdm(records, desc="distill", unit="question"):
         if direct[record.id] >= direct_bar:
             paths[record.id] = LookPath((answer_turn(record.answer),), ())
             continue
-        samples = mgpo_samples(loop, record, n)
+        samples = mgpo_samples(loop, record, ask)
         path = one_crop_path(loop, record, samples, budget, crop_bar) or two_crop_path(
-            loop, record, samples, budget, n, crop_bar
+            loop, record, samples, budget, ask, crop_bar
         )
         if path is not None:
             paths[record.id] = path
@@ -195,6 +201,7 @@ def distill(
     budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
     direct_bar: float = 0.75,
     crop_bar: float = 0.5,
+    shuffle: bool = True,
 ) -> dict[str, object]:
     """Write the SFT folder `out`: the multiple-choice questions of `data` the policy `model` solves, each
     with its shortest path (`paths.jsonl`), and `distill.json` (how many took 0, 1, 2 crops, per category)."""
@@ -209,13 +216,16 @@ def distill(
     spec = eval_spec(model, "mgpo", str(work.root), engine, budget, max_turn_tokens=64, n=1, temperature=1.0)
     policy = build_engine(spec)
     try:
-        direct = direct_rates(policy, records, work, budget, n)
+        ask = functools.partial(variants, n=n, shuffle=shuffle)
+        direct = direct_rates(policy, records, work, budget, ask)
         loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
-        paths = shortest_paths(loop, records, direct, budget, n, direct_bar, crop_bar)
+        paths = shortest_paths(loop, records, direct, budget, ask, direct_bar, crop_bar)
     finally:
         policy.close()
     kept = [r for r in records if r.id in paths]
-    summary = _summary(records, paths, n, direct_bar, crop_bar)
+    summary = _summary(
+        records, paths, {"n": n, "shuffle": shuffle, "direct_bar": direct_bar, "crop_bar": crop_bar}
+    )
     meta = {"format": "mgpo-distilled", "source": data, "model": model, "max_crops": MAX_CROPS}
     meta |= {"min_pixels": budget.min_pixels, "max_pixels": budget.max_pixels, **summary}
     write_subset(folder, kept, source, meta)
@@ -226,7 +236,7 @@ def distill(
 
 
 def _summary(
-    records: Sequence[PromptRecord], paths: dict[str, LookPath], n: int, direct_bar: float, crop_bar: float
+    records: Sequence[PromptRecord], paths: dict[str, LookPath], settings: dict[str, object]
 ) -> dict[str, object]:
     by_category: dict[str, Counter[str]] = {}
     for r in records:
@@ -234,9 +244,7 @@ def _summary(
         by_category.setdefault(r.category or "-", Counter())[taken] += 1
     return {
         "questions": len(records),
-        "n": n,
-        "direct_bar": direct_bar,
-        "crop_bar": crop_bar,
+        **settings,
         "looks": looks_share(list(paths.values())),
         "by_category": {c: dict(sorted(v.items())) for c, v in sorted(by_category.items())},
     }

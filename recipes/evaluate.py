@@ -162,6 +162,7 @@ def eval_spec(
     max_model_len: int = 4096,
     n: int = 1,
     temperature: float = 0.0,
+    max_crops: int = 1,
 ) -> ActorSpec:
     """Greedy, one sample per question, unless told otherwise (rejection sampling samples several)."""
     return ActorSpec(
@@ -172,6 +173,7 @@ def eval_spec(
         run="eval",
         image_store=image_store,
         mode=mode,
+        max_crops=max_crops,
         n=n,
         temperature=temperature,
         max_turn_tokens=max_turn_tokens,
@@ -221,10 +223,11 @@ def run_eval(
     budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
     max_turn_tokens: int = 64,
     batch: int = 8,
+    max_crops: int = 1,
 ) -> dict[str, object]:
     """`mgpo eval --data DIR`: a folder in our own layout (mgpo data synth)."""
     store = open_store(data)
-    spec = eval_spec(model, mode, str(store.root), engine, budget, max_turn_tokens)
+    spec = eval_spec(model, mode, str(store.root), engine, budget, max_turn_tokens, max_crops=max_crops)
     records = list(read_prompts(data))[:limit]
     started = time.perf_counter()
     rows = evaluate_records(spec, records, store, base, batch)

@@ -173,6 +173,7 @@ def cmd_data_distill(args: argparse.Namespace) -> int:
         budget=PixelBudget(args.min_pixels, args.max_pixels),
         direct_bar=args.direct_bar,
         crop_bar=args.crop_bar,
+        shuffle=not args.keep_option_order,
     )
     return 0
 
@@ -377,6 +378,11 @@ def _data_commands(commands: Subparsers) -> None:
     )
     distill.add_argument(
         "--crop-bar", type=float, default=0.5, help="pass rate that makes a crop path (default 0.5)"
+    )
+    distill.add_argument(
+        "--keep-option-order",
+        action="store_true",
+        help="ask every time with the options as given (a policy trained on fixed option orders)",
     )
     distill.add_argument("--engine", choices=("hf", "vllm"), default=None)
     _budget_flags(distill, 64, 256)
@@ -584,6 +590,9 @@ def _eval_command(commands: Subparsers) -> None:
     evaluate.add_argument("--engine", choices=("hf", "vllm"), default="hf")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
     evaluate.add_argument("--max-turn-tokens", type=int, default=64)
+    evaluate.add_argument(
+        "--max-crops", type=int, default=1, help="--mode multiturn: crops allowed (default %(default)s)"
+    )
     evaluate.add_argument("--out", default=None, help="result JSON (default: <model>/eval-<mode>.json)")
     _budget_flags(evaluate, 64, 256)
     evaluate.set_defaults(func=cmd_eval)
@@ -597,10 +606,10 @@ def _reproduce_command(commands: Subparsers) -> None:
     repro.add_argument("--smoke", action="store_true", help="a few steps of every stage (CI)")
     repro.add_argument(
         "--experiment",
-        choices=("mgpo", "mig"),
+        choices=("mgpo", "mig", "multiturn"),
         default="mgpo",
         help="mgpo: cold start, MGPO vs GRPO (vs multi-turn); mig: multi-image grounding (CoT, LoRA SFT, "
-        "selection, IoU RL) (default mgpo)",
+        "selection, IoU RL); multiturn: MGPO vs a distilled policy that decides when to look (default mgpo)",
     )
     repro.add_argument(
         "--seeds",
@@ -637,6 +646,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
         out = args.out if args.out != "out/reproduce" else "out/reproduce-mig"
         print(json.dumps(reproduce_mig(out, smoke=args.smoke), indent=2))
+        return 0
+    if args.experiment == "multiturn":
+        from recipes.reproduce_looks import reproduce_looks
+
+        out = args.out if args.out != "out/reproduce" else "out/reproduce-looks"
+        print(json.dumps(reproduce_looks(out, smoke=args.smoke), indent=2))
         return 0
     try:
         result = reproduce(args.out, smoke=args.smoke, seeds=args.seeds, methods=args.methods)
@@ -678,6 +693,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         budget=PixelBudget(args.min_pixels, args.max_pixels, args.pre_shrink),
         max_turn_tokens=args.max_turn_tokens,
+        max_crops=args.max_crops,
     )
     print(json.dumps(result, indent=2))
     return 0

@@ -1,0 +1,158 @@
+"""`mgpo reproduce --experiment multiturn`: MGPO's two turns against a policy that decides when to look.
+
+1. Train and test splits of the looks set (`LOOKS_KNOBS`): questions that need 0, 1 or 2 crops.
+2. MGPO RL (configs/reproduce/looks-mgpo.yaml) from the demo's pinned cold start: the two-turn policy.
+3. `mgpo data distill` from it: each train question's shortest solved path (no crop, a crop, a crop of the
+   crop) in the multi-turn format.
+4. `mgpo sft` (looks-sft.yaml) of the MGPO policy on those paths: the autonomous format.
+5. Multi-turn RL (looks-multiturn.yaml) from there: same steps, prompts and settings as stage 2.
+6. `mgpo eval` on the test split: MGPO in its two turns, the SFT and RL policies in the multi-turn mode
+   (`max_crops` 2), per category: accuracy, crops per question, direct answers, crops of a crop, image tokens.
+
+Stages are skipped when their output exists (a stopped experiment resumes), as in `recipes.reproduce`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mgpo.data.dataset import META_FILE, write_synthetic
+from mgpo.data.synth import SynthKnobs
+from recipes.distill import MAX_CROPS
+from recipes.stages import CONFIGS, Stages, run_mgpo, write_config
+from runtime.config import load_sft_config
+
+# 2048-px images on a 4 x 4 grid at a 224-px view: each level of zoom is one cell of the view before it (4x),
+# the finest stripes 1 px; options in a fixed order, as the demo's cold start was trained (`mgpo data
+# distill --keep-option-order` then).
+LOOKS_KNOBS = SynthKnobs(
+    min_side=2048,
+    max_side=2048,
+    grid=4,
+    stripe_width=1,
+    clutter=0,
+    position_cue=True,
+    options=4,
+    shuffle_options=False,
+)
+COLD_START = Path(__file__).resolve().parent.parent / "models" / "demo-cold-start"
+BUDGET = ("--min-pixels", "50176", "--max-pixels", "50176")
+MODES = {
+    "mgpo": ("mgpo", "1"),
+    "sft": ("multiturn", str(MAX_CROPS)),
+    "multiturn": ("multiturn", str(MAX_CROPS)),
+}
+
+
+class LooksPlan:
+    def __init__(self, smoke: bool) -> None:
+        self.train_n, self.test_n = (6, 3) if smoke else (256, 96)
+        self.rl_steps = 2 if smoke else None  # None: the config's
+        self.sft_steps = 2 if smoke else None
+        self.distill_n = 2 if smoke else 8
+        self.sft_eval_n = 1 if smoke else 8  # held-out paths (looks-sft.yaml's data.eval_n)
+
+
+def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> dict[str, object]:
+    root, plan = Path(out), LooksPlan(smoke)
+    stages = Stages(root)
+    data = _splits(root, plan, stages)
+    mgpo = _rl("looks-mgpo", root, plan, COLD_START, data["train"], stages)
+    distilled = root / "distilled"
+    command = ("data", "distill", "--model", str(mgpo), "--data", str(data["train"]), "--out", str(distilled))
+    stages.run(
+        "distill",
+        distilled / "distill.json",
+        lambda: run_mgpo(*command, "--n", str(plan.distill_n), "--keep-option-order", *BUDGET),
+    )
+    distill = json.loads((distilled / "distill.json").read_text())
+    models = {"mgpo": mgpo}
+    if sum(distill["looks"].values()) > plan.sft_eval_n:  # else nothing to train on: the table says so
+        models["sft"] = _sft(root, plan, mgpo, distilled, stages)
+        models["multiturn"] = _rl("looks-multiturn", root, plan, models["sft"], data["train"], stages)
+    results = {name: _eval(name, model, data["test"], root, stages) for name, model in models.items()}
+    table = results_table(results, distill)
+    (root / "results.md").write_text(table)
+    print(table, flush=True)
+    return {"results": results, "distill": distill, "timings": stages.timings}
+
+
+def _splits(root: Path, plan: LooksPlan, stages: Stages) -> dict[str, Path]:
+    data = {"train": root / "data" / "train", "test": root / "data" / "test"}
+    for split, seed, n in (("train", 2100, plan.train_n), ("test", 2200, plan.test_n)):
+        stages.run(
+            f"data-{split}",
+            data[split] / META_FILE,
+            lambda split=split, seed=seed, n=n: write_synthetic(
+                data[split], n, seed, task="looks", knobs=LOOKS_KNOBS, progress=True
+            ),
+        )
+    return data
+
+
+def _rl(name: str, root: Path, plan: LooksPlan, model: Path, train: Path, stages: Stages) -> Path:
+    changes: dict = {"output_dir": str(root), "model": {"path": str(model)}, "data": {"path": str(train)}}
+    if plan.rl_steps:
+        changes["steps"] = plan.rl_steps
+    config = write_config(CONFIGS / "reproduce" / f"{name}.yaml", root / "configs" / f"{name}.yaml", changes)
+    run = root / name
+    resume = ["--resume"] if (run / "checkpoints").exists() else []
+    stages.run(
+        f"train-{name}",
+        run / "final" / "config.json",
+        lambda: run_mgpo("train", "--config", str(config), *resume),
+    )
+    return run / "final"
+
+
+def _sft(root: Path, plan: LooksPlan, model: Path, distilled: Path, stages: Stages) -> Path:
+    changes: dict = {"output_dir": str(root), "model": {"path": str(model)}, "data": {"path": str(distilled)}}
+    if plan.sft_steps:
+        steps = plan.sft_steps
+        changes |= {"steps": steps, "eval_every": steps, "checkpoint_every": steps}
+        changes |= {"lr_warmup_steps": 0, "lr_decay_steps": 0}
+    changes["data"]["eval_n"] = plan.sft_eval_n
+    path = write_config(
+        CONFIGS / "reproduce" / "looks-sft.yaml", root / "configs" / "looks-sft.yaml", changes
+    )
+    sft = load_sft_config(path)
+    stages.run(
+        "sft", sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume")
+    )
+    return sft.run_dir / "model"
+
+
+def _eval(name: str, model: Path, test: Path, root: Path, stages: Stages) -> dict[str, object]:
+    out = root / "eval" / f"{name}.json"
+    mode, crops = MODES[name]
+    command = ("eval", "--model", str(model), "--data", str(test), "--mode", mode, "--max-crops", crops)
+    stages.run(f"eval-{name}", out, lambda: run_mgpo(*command, "--out", str(out), *BUDGET))
+    return json.loads(out.read_text())
+
+
+def results_table(results: dict[str, dict], distill: dict[str, object]) -> str:
+    """Markdown: per policy and question category, accuracy and how it looked; what distillation kept."""
+    names = {
+        "mgpo": "MGPO (two turns)",
+        "sft": "distilled SFT (multi-turn)",
+        "multiturn": "distilled SFT + multi-turn RL",
+    }
+    head = "| policy | questions | accuracy | crops / question | direct answers | crops of a crop | image tokens / question |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for key, title in names.items():
+        if key not in results:
+            lines.append(f"| {title} | - | - | - | - | - | skipped: distillation kept too few paths |")
+            continue
+        r = results[key]
+        for category, c in [("all", r), *sorted(r.get("categories", {}).items())]:
+            lines.append(
+                f"| {title} | {category} ({c['questions']}) | {c['accuracy']:.3f} | {c['crops_per_question']:.2f} "
+                f"| {c['direct_answer_ratio']:.2f} | {c['crop_of_crop_ratio']:.2f} | {c['image_tokens_per_question']:.0f} |"
+            )
+    looks = ", ".join(f"{k}: {v}" for k, v in distill["looks"].items())  # type: ignore[union-attr]
+    lines.append(
+        f"\nDistillation kept paths for {looks} of {distill['questions']} train questions (per category: "
+        f"{json.dumps(distill['by_category'])})."
+    )
+    return "\n".join(lines) + "\n"
