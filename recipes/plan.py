@@ -12,6 +12,8 @@ The shapes come from the model folder's config.json (parameters counted on the m
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -163,6 +165,10 @@ def activations(shape: Shape, config: RunConfig) -> list[Part]:
 def deepspeed_estimate(shape: Shape, config: RunConfig) -> float | None:
     """DeepSpeed's own model-state estimate per GPU (GiB) where it has one: ZeRO-2 and ZeRO-3."""
     lc = config.learner
+    if lc.zero_stage in (2, 3):
+        # DeepSpeed's logger writes to the stdout of its import (its accelerator line would break --json)
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
     if lc.zero_stage == 2:
         from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 

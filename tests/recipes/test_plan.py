@@ -1,5 +1,8 @@
 """`mgpo plan`: the memory arithmetic, its verdicts on the shipped 7B configs, and the command."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +95,12 @@ def test_lora_trains_a_few_million_parameters_and_needs_no_reference_copy(shape)
     assert "reference model" not in parts  # kl_coef 0.01, but the base with adapters off is the reference
     assert parts["optimizer states"] == pytest.approx(16 * 40_370_176 / GIB)
     assert plan(config, SHAPES, device_gib=80).learner.fits  # one GPU, no ZeRO sharding needed
+
+
+def test_json_output_is_only_json_although_deepspeed_logs_on_import():
+    # a fresh process: DeepSpeed's import-time accelerator line must not reach stdout
+    command = [sys.executable, "-m", "services.cli", "plan", "--config", "configs/mgpo-qwen2.5-vl-7b.yaml"]
+    out = subprocess.run(
+        [*command, "--shapes", str(SHAPES), "--json"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout)["params"] == 8_292_166_656
