@@ -47,7 +47,7 @@ MODES = {
 
 class LooksPlan:
     def __init__(self, smoke: bool) -> None:
-        self.train_n, self.test_n = (6, 3) if smoke else (256, 96)
+        self.train_n, self.test_n = (6, 3) if smoke else (128, 48)
         self.rl_steps = 2 if smoke else None  # None: the config's
         self.sft_steps = 2 if smoke else None
         self.distill_n = 2 if smoke else 8
