@@ -25,13 +25,13 @@ from transformers.optimization import get_wsd_schedule
 
 from learner.lora import add_lora, load_adapter
 from mgpo.boxes import BoxRule, iou, parse_box
-from mgpo.cold_start import Example, format_example, skill_examples
+from mgpo.cold_start import Example, format_example, skill_examples, zoom_skill_examples
 from mgpo.crop import render_view
 from mgpo.data.cot import pairs as cot_pairs
 from mgpo.data.cot import read_replies
 from mgpo.data.dataset import META_FILE, open_store, read_prompts
 from mgpo.data.distill import PATHS_FILE, conversation, read_paths
-from mgpo.data.synth import synth_choice_sample
+from mgpo.data.synth import synth_choice_sample, synth_looks_sample
 from mgpo.images import ImageStore
 from mgpo.masks import Sequence as TokenSequence
 from mgpo.models.inputs import build_batch, compact
@@ -53,16 +53,20 @@ def build_examples(
     rng = random.Random(seed)
     out: list[Example] = []
     for index in tqdm(range(n), desc=desc, unit="image"):
-        sample = synth_choice_sample(seed, index, knobs)
-        out += skill_examples(
-            sample,
-            budget,
-            config.box_cells,
-            tuple(config.close_up_scale),
-            rng,
-            config.grounding_frames,
-            config.product_wording,
-        )
+        if config.data.task == "looks":
+            sample = synth_looks_sample(seed, index, knobs)
+            out += zoom_skill_examples(sample, budget, config.box_cells, rng, config.product_wording)
+        else:
+            sample = synth_choice_sample(seed, index, knobs)
+            out += skill_examples(
+                sample,
+                budget,
+                config.box_cells,
+                tuple(config.close_up_scale),
+                rng,
+                config.grounding_frames,
+                config.product_wording,
+            )
         if with_format and config.format_share > 0:
             out.append(format_example(sample, budget, config.box_cells, rng, config.format_box_share))
     return out

@@ -27,7 +27,7 @@ from PIL import Image
 
 from mgpo.boxes import Box
 from mgpo.crop import render_view
-from mgpo.data.synth import QUESTIONS, SynthSample, Tag
+from mgpo.data.synth import SynthSample, Tag
 from mgpo.resize import FACTOR, PixelBudget, input_size
 from mgpo.templates import IM_END, LETTERS, MGPO, first_prompt, format_choices, single_prompt
 
@@ -122,7 +122,7 @@ def grounding_example(
 
 def question_about(sample: SynthSample, tag: Tag) -> str:
     """The sample's question, asked about `tag` (the questions name the red frame)."""
-    return QUESTIONS[sample.category].replace("red frame", f"{tag.frame} frame")
+    return sample.question.replace("red frame", f"{tag.frame} frame")
 
 
 def close_up_region(tag: Tag, original_size: tuple[int, int], scale: float, rng: random.Random) -> Box:
@@ -196,3 +196,61 @@ def skill_examples(
         in_context, wording = rng.random() < 0.5, rng.random() < 0.5
         out.append(recognition_example(sample, tag, budget, rng.uniform(*scale), rng, in_context, wording))
     return out
+
+
+def _inside(sample: SynthSample, region: Box, tags: list[Tag]) -> SynthSample:
+    """`region` of the sample's original as an image of its own, with `tags` in its pixels: what a crop of
+    that region shows (render_view of the piece equals render_view of the original with the region)."""
+    piece = sample.images[0].crop((int(region.x1), int(region.y1), int(region.x2), int(region.y2)))
+    moved = [
+        Tag(
+            t.frame,
+            Box(t.box.x1 - region.x1, t.box.y1 - region.y1, t.box.x2 - region.x1, t.box.y2 - region.y1),
+            t.value,
+        )
+        for t in tags
+    ]
+    return SynthSample(
+        (piece,), sample.question, sample.choices, sample.answer, None, sample.category, tags=tuple(moved)
+    )
+
+
+def zoom_skill_examples(
+    sample: SynthSample,
+    budget: PixelBudget,
+    cells: int,
+    rng: random.Random,
+    product_wording: float = 0.5,
+) -> list[Example]:
+    """Both skills at every zoom of a looks sample (mgpo.data.synth.synth_looks_sample), each where a crop
+    would need it: every panel grounded in the whole view; for a look2 sample, every small tag of the red
+    panel grounded in the panel's own view (a crop of the panel's cell); every answer read at the zoom its
+    stripes show at: a look0 panel in the whole view, a look1 panel in a crop of its cell, a look2 tag in a
+    crop of its cell inside the panel (+-10% around each)."""
+    look = int(sample.category.removeprefix("look"))
+    panels = [t for t in sample.tags if t.box.width == sample.tags[0].box.width]
+    inner = sample.tags[len(panels) :]
+    side = sample.images[0].width
+    out = []
+    for tag in panels:
+        wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
+        out.append(grounding_example(sample, tag, budget, cells, wording, phrasing))
+        if look < 2:
+            scale = side / tag.box.width if look == 0 else 1.0  # the whole image, or the panel's cell
+            out.append(_read(sample, tag, budget, scale, rng))
+    if inner:
+        red = panels[0]
+        view = _inside(sample, red.box, inner)
+        cell = red.box.width / (side / red.box.width)  # the panel is laid out on the image's own grid
+        for tag in view.tags:
+            wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
+            out.append(grounding_example(view, tag, budget, cells, wording, phrasing))
+            out.append(_read(view, tag, budget, cell / tag.box.width, rng))
+    return out
+
+
+def _read(sample: SynthSample, tag: Tag, budget: PixelBudget, scale: float, rng: random.Random) -> Example:
+    """A recognition example at about `scale` tag sides (never more than the whole image)."""
+    in_context, wording = rng.random() < 0.5, rng.random() < 0.5
+    scale = min(scale * rng.uniform(0.9, 1.1), sample.images[0].width / tag.box.width)
+    return recognition_example(sample, tag, budget, scale, rng, in_context, wording)

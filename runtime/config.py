@@ -419,6 +419,11 @@ class SFTDataConfig(_Section):
     clutter: int = Field(150, ge=0)
     grid: int = Field(0, ge=0, le=16, description="0: tags anywhere; G: centred in cells of a G x G grid")
     position_cue: bool = Field(False, description="background ramps that show where a patch is")
+    task: Literal["choice", "looks"] = Field(
+        "choice",
+        description="choice: tags to find and read; looks: panels and tags at 0, 1, 2 zooms (with grid)",
+    )
+    looks: tuple[int, ...] = Field((0, 1, 2), description="task looks: the crops its questions need")
 
     def knobs(self) -> SynthKnobs:
         return SynthKnobs(
@@ -433,6 +438,7 @@ class SFTDataConfig(_Section):
             shuffle_options=self.shuffle_options,
             stripe_width=self.stripe_width,
             stripe_period=self.stripe_period,
+            looks=tuple(self.looks),
         )
 
 

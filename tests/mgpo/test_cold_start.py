@@ -13,8 +13,9 @@ from mgpo.cold_start import (
     recognition_example,
     skill_examples,
     taught_box,
+    zoom_skill_examples,
 )
-from mgpo.data.synth import QUESTIONS, SynthKnobs, synth_choice_sample
+from mgpo.data.synth import QUESTIONS, SynthKnobs, synth_choice_sample, synth_looks_sample
 from mgpo.resize import FACTOR, PixelBudget, input_size
 from mgpo.templates import IM_END, MGPO, system_turn
 
@@ -156,3 +157,40 @@ def test_stripes_vanish_at_the_input_budget_unless_too_coarse(width, period, rea
         shrunk = tag.resize((14, 14), Image.Resampling.BICUBIC)  # ~4.5x: a 2K original at 256*28*28 pixels
         spreads.append(float(np.asarray(shrunk.convert("L"), dtype=float)[3:-3, 3:-3].std()))
     assert (max(spreads) > 4.0) == readable, spreads
+
+
+LOOKS = SynthKnobs(min_side=2048, max_side=2048, grid=4, stripe_width=1, clutter=0, position_cue=True)
+VIEW = PixelBudget(224 * 224, 224 * 224)
+
+
+def _looks_sample(look):
+    return synth_looks_sample(3, 0, SynthKnobs(**{**LOOKS.__dict__, "looks": (look,)}))
+
+
+@pytest.mark.parametrize("look", [0, 1, 2])
+def test_zoom_skills_ground_and_read_each_tag_at_the_zoom_a_crop_would_show_it(look):
+    import numpy as np
+
+    sample = _looks_sample(look)
+    examples = zoom_skill_examples(sample, VIEW, 2, random.Random(0), product_wording=0.0)
+    grounding = [e for e in examples if e.skill == "grounding"]
+    reading = [e for e in examples if e.skill == "recognition"]
+    # every panel in the whole view (a 2x2-token box: the panel's cell); look2 also every small tag of
+    # the red panel, in the panel's own view
+    assert len(grounding) == (8 if look == 2 else 4) and len(reading) == 4
+    whole = [parse_box(e.target, (224, 224)).box for e in grounding[:4]]
+    panels = [t.box for t in sample.tags[:4]]
+    assert whole == [Box(*(v * 224 / 2048 for v in p)) for p in panels]
+    if look == 2:
+        inner = sample.tags[4:]
+        red = sample.tags[0].box
+        in_view = [parse_box(e.target, (224, 224)).box for e in grounding[4:]]
+        # a small tag fills the middle 96 px of its 128-px cell of the panel: 56 px of the panel's view
+        cells = [((t.box.x1 - red.x1 - 16) * 224 / 512, (t.box.y1 - red.y1 - 16) * 224 / 512) for t in inner]
+        assert [(b.x1, b.y1) for b in in_view] == cells and all(b.width == 56 for b in in_view)
+    # each answer is read where its stripes show: tens of grey levels inside the close-up's middle
+    letters = {e.target for e in reading}
+    assert letters <= set("ABCD") and any(sample.answer == x for x in letters)
+    for example in reading:
+        middle = np.asarray(example.images[-1].convert("L"), dtype=np.float32)[80:144, 80:144]
+        assert middle.std() > 30.0 or look == 0  # look0: the whole image, the panel somewhere in it
