@@ -1,6 +1,8 @@
 """`mgpo reproduce --experiment multiturn`: MGPO's two turns against a policy that decides when to look.
 
-1. Train and test splits of the looks set (`LOOKS_KNOBS`): questions that need 0, 1 or 2 crops.
+1. Train and test splits of the looks set, made as the cold start's (its config's `data` knobs: 2048-px
+   images, a 4 x 4 grid, the finest stripes 1 px, options in a fixed order, so `mgpo data distill
+   --keep-option-order`): questions that need 0, 1 or 2 crops.
 2. The looks set's own cold start (configs/reproduce/looks-cold-start.yaml): grounding and reading at every
    zoom, never the combined task; then MGPO RL (looks-mgpo.yaml) from it: the two-turn policy.
 3. `mgpo data distill` from it: each train question's shortest solved path (no crop, a crop, a crop of the
@@ -19,24 +21,10 @@ import json
 from pathlib import Path
 
 from mgpo.data.dataset import META_FILE, write_synthetic
-from mgpo.data.synth import SynthKnobs
 from recipes.distill import MAX_CROPS
 from recipes.stages import CONFIGS, Stages, run_mgpo, write_config
 from runtime.config import load_sft_config
 
-# 2048-px images on a 4 x 4 grid at a 224-px view: each level of zoom is one cell of the view before it (4x),
-# the finest stripes 1 px; options in a fixed order, as the demo's cold start was trained (`mgpo data
-# distill --keep-option-order` then).
-LOOKS_KNOBS = SynthKnobs(
-    min_side=2048,
-    max_side=2048,
-    grid=4,
-    stripe_width=1,
-    clutter=0,
-    position_cue=True,
-    options=4,
-    shuffle_options=False,
-)
 BUDGET = ("--min-pixels", "50176", "--max-pixels", "50176")
 MODES = {
     "mgpo": ("mgpo", "1"),
@@ -84,13 +72,14 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
 
 
 def _splits(root: Path, plan: LooksPlan, stages: Stages) -> dict[str, Path]:
+    knobs = load_sft_config(CONFIGS / "reproduce" / "looks-cold-start.yaml").data.knobs()
     data = {"train": root / "data" / "train", "test": root / "data" / "test"}
     for split, seed, n in (("train", 2100, plan.train_n), ("test", 2200, plan.test_n)):
         stages.run(
             f"data-{split}",
             data[split] / META_FILE,
             lambda split=split, seed=seed, n=n: write_synthetic(
-                data[split], n, seed, task="looks", knobs=LOOKS_KNOBS, progress=True
+                data[split], n, seed, task="looks", knobs=knobs, progress=True
             ),
         )
     return data
