@@ -279,11 +279,16 @@ def synth_choice_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs())
 
 
 def _panel(
-    size: int, frame: int, colour: tuple[int, int, int], value: str = "", width: int = 0
+    size: int,
+    frame: int,
+    colour: tuple[int, int, int],
+    value: str = "",
+    width: int = 0,
+    face: Image.Image | None = None,
 ) -> Image.Image:
-    """A light square in a `frame`-px coloured frame; with a `value`, filled with `width`-px stripes every
-    2 * `width` px running that way."""
-    panel = Image.new("RGB", (size, size), (245, 245, 245))
+    """A square (light, or `face`) in a `frame`-px coloured frame; with a `value`, filled with `width`-px
+    stripes every 2 * `width` px running that way."""
+    panel = face.copy() if face is not None else Image.new("RGB", (size, size), (245, 245, 245))
     if value:
         pixels = np.asarray(panel).copy()
         pixels[_stripes(size, value, width, 2 * width)] = 0
@@ -307,16 +312,19 @@ def _looks_panel(
     cell: int,
     knobs: SynthKnobs,
     rng: np.random.Generator,
+    face: Image.Image | None = None,
 ) -> tuple[Image.Image, list[Tag]]:
     """One grid cell's panel for a question that needs `look` crops; values[0] is what the panel answers.
 
     0 and 1 looks: stripes filling the panel, `grid`^(2 - look) times the finest stripe width. 2 looks: a
     grid x grid layout of small framed tags inside the panel (red first, answering values[0]; the others
-    answer the other values) in the finest stripes. Returns the panel and its inner tags (panel pixels)."""
+    answer the other values) in the finest stripes. Returns the panel and its inner tags (panel pixels).
+    `face` paints the panel (the position cue: a panel fills its cell, so its own pixels must say where)."""
     grid, frame = knobs.grid, 2 * knobs.frame  # the panel's frame must survive a `grid` times larger shrink
     if look < 2:
-        return _panel(cell, frame, colour, values[0], knobs.stripe_width * grid ** (2 - look)), []
-    panel = _panel(cell, frame, colour)
+        width = knobs.stripe_width * grid ** (2 - look)
+        return _panel(cell, frame, colour, values[0], width, face), []
+    panel = _panel(cell, frame, colour, face=face)
     tags = []
     for i, box in enumerate(_cell_spots(cell, cell // grid * 3 // 4, grid, 1 + knobs.distractors, rng)):
         value = values[0] if i == 0 else values[1 + (i - 1) % (len(values) - 1)]
@@ -327,6 +335,17 @@ def _looks_panel(
         )
         tags.append(Tag(name, box, value))
     return panel, tags
+
+
+def _face(image: Image.Image, spot: Box, knobs: SynthKnobs, rng: np.random.Generator) -> Image.Image | None:
+    """With `position_cue`, a panel's face: half the image's own ramps where it lies (where the panel is, in
+    the whole view) and half ramps of its own across it (where a tag inside it is, in a crop of the panel).
+    A panel fills its grid cell, so without it the panel's pixels say nothing of either."""
+    if not knobs.position_cue:
+        return None
+    side = int(spot.width)
+    here = image.crop((int(spot.x1), int(spot.y1), int(spot.x2), int(spot.y2)))
+    return Image.blend(here, _position_background(side, side, rng), 0.5)
 
 
 def _moved(box: Box, by: Box) -> Box:
@@ -359,7 +378,7 @@ def synth_looks_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) 
         # a distractor panel answers wrong, as in the multiple-choice set: a crop of the wrong panel misleads
         values = picked if p == 0 else [picked[1 + (p - 1) % (n_options - 1)], *picked[:1], *picked[2:]]
         name, colour = _frame_of(p)
-        panel, inner = _looks_panel(look, values, colour, cell, knobs, rng)
+        panel, inner = _looks_panel(look, values, colour, cell, knobs, rng, _face(image, spot, knobs, rng))
         image.paste(panel, (int(spot.x1), int(spot.y1)))
         tags.append(Tag(name, spot, values[0]))
         if p == 0 and inner:  # 2 looks: the question is about the red tag inside the red panel
