@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from recipes.stages import CONFIGS as ALL_CONFIGS
-from recipes.stages import Stages, run_mgpo, write_config
+from recipes.stages import Stages, run_mgpo, train_stage, write_config
 from runtime.config import SFTConfig, load_sft_config
 
 METHODS = ("mgpo", "grpo", "multiturn")
@@ -171,22 +171,11 @@ def _method(
 ) -> Path:
     """3-4. RL with one method from the cold-start model, then the eval of the cold start and of the policy."""
     base = sft.run_dir / "model"
-    changes: dict = {
-        "output_dir": str(root),
-        "seed": plan.seed,
-        "model": {"path": str(base)},
-        "data": {"path": str(data["train"])},
-    }
+    changes: dict = {"seed": plan.seed, "model": {"path": str(base)}, "data": {"path": str(data["train"])}}
     if plan.rl_steps:
         changes["steps"] = plan.rl_steps
-    config = write_config(CONFIGS / f"{method}.yaml", root / "configs" / f"{method}.yaml", changes)
+    train_stage(stages, f"train-{method}", CONFIGS / f"{method}.yaml", root, method, changes)
     run = root / method
-    resume = ["--resume"] if (run / "checkpoints").exists() else []  # an interrupted run goes on
-    stages.run(
-        f"train-{method}",
-        run / "final" / "config.json",
-        lambda: run_mgpo("train", "--config", str(config), *resume),
-    )
     budget = ["--min-pixels", str(sft.min_pixels), "--max-pixels", str(sft.max_pixels)]
     for model, stage in ((base, "base"), (run / "final", "final")):
         result = run / stage / f"eval-{method}.json"

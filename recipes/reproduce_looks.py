@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mgpo.data.dataset import META_FILE, write_synthetic
 from recipes.distill import MAX_CROPS
-from recipes.stages import CONFIGS, Stages, run_mgpo, write_config
+from recipes.stages import CONFIGS, Stages, run_mgpo, train_stage, write_config
 from runtime.config import load_sft_config
 
 BUDGET = ("--min-pixels", "50176", "--max-pixels", "50176")
@@ -86,18 +86,10 @@ def _splits(root: Path, plan: LooksPlan, stages: Stages) -> dict[str, Path]:
 
 
 def _rl(name: str, root: Path, plan: LooksPlan, model: Path, train: Path, stages: Stages) -> Path:
-    changes: dict = {"output_dir": str(root), "model": {"path": str(model)}, "data": {"path": str(train)}}
+    changes: dict = {"model": {"path": str(model)}, "data": {"path": str(train)}}
     if plan.rl_steps:
         changes["steps"] = plan.rl_steps
-    config = write_config(CONFIGS / "reproduce" / f"{name}.yaml", root / "configs" / f"{name}.yaml", changes)
-    run = root / name
-    resume = ["--resume"] if (run / "checkpoints").exists() else []
-    stages.run(
-        f"train-{name}",
-        run / "final" / "config.json",
-        lambda: run_mgpo("train", "--config", str(config), *resume),
-    )
-    return run / "final"
+    return train_stage(stages, f"train-{name}", CONFIGS / "reproduce" / f"{name}.yaml", root, name, changes)
 
 
 def _sft(name: str, root: Path, plan: LooksPlan, changes: dict, stages: Stages) -> Path:

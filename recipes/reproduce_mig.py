@@ -20,7 +20,7 @@ from pathlib import Path
 from mgpo.data.dataset import META_FILE, write_synthetic
 from mgpo.data.synth import SynthKnobs
 from recipes.reproduce import CONFIGS
-from recipes.stages import Stages, run_mgpo, write_config
+from recipes.stages import Stages, run_mgpo, train_stage, write_config
 from runtime.config import load_sft_config
 
 # One tagged image among 2-4 (the others hold no tag), the tag centred in a cell of a 4x4 grid, a
@@ -126,23 +126,10 @@ def _select(root: Path, plan: MigPlan, model: Path, train: Path, stages: Stages)
 
 
 def _rl(name: str, root: Path, plan: MigPlan, model: Path, prompts: Path, stages: Stages) -> Path:
-    changes: dict = {
-        "name": f"mig-{name}",
-        "output_dir": str(root),
-        "model": {"path": str(model)},
-        "data": {"path": str(prompts)},
-    }
+    changes: dict = {"model": {"path": str(model)}, "data": {"path": str(prompts)}}
     if plan.rl_steps:
         changes["steps"] = plan.rl_steps
-    config = write_config(CONFIGS / "mig-rl.yaml", root / "configs" / f"mig-{name}.yaml", changes)
-    run = root / f"mig-{name}"
-    resume = ["--resume"] if (run / "checkpoints").exists() else []
-    stages.run(
-        f"train-{name}",
-        run / "final" / "config.json",
-        lambda: run_mgpo("train", "--config", str(config), *resume),
-    )
-    return run / "final"
+    return train_stage(stages, f"train-{name}", CONFIGS / "mig-rl.yaml", root, f"mig-{name}", changes)
 
 
 def _eval(name: str, model: Path, test: Path, root: Path, stages: Stages) -> dict[str, float]:

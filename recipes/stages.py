@@ -56,3 +56,17 @@ class Stages:
         self.timings[stage] = round(time.perf_counter() - started, 1)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.timings, indent=1))
+
+
+def train_stage(stages: Stages, stage: str, source: Path, root: Path, run: str, changes: dict) -> Path:
+    """`mgpo train` with `source` plus `changes` (written to root/configs/RUN.yaml), its run in root/RUN,
+    resumed when it has checkpoints (an interrupted run goes on), skipped when its final model exists.
+    Returns the final model's folder."""
+    changes = {"name": run, "output_dir": str(root), **changes}
+    config = write_config(source, root / "configs" / f"{run}.yaml", changes)
+    folder = root / run
+    resume = ["--resume"] if (folder / "checkpoints").exists() else []
+    stages.run(
+        stage, folder / "final" / "config.json", lambda: run_mgpo("train", "--config", str(config), *resume)
+    )
+    return folder / "final"
