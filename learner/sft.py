@@ -55,7 +55,9 @@ def build_examples(
     for index in tqdm(range(n), desc=desc, unit="image"):
         if config.data.task == "looks":
             sample = synth_looks_sample(seed, index, knobs)
-            out += zoom_skill_examples(sample, budget, config.box_cells, rng, config.product_wording)
+            out += zoom_skill_examples(
+                sample, budget, config.box_cells, rng, config.product_wording, config.grounding_frames
+            )
         else:
             sample = synth_choice_sample(seed, index, knobs)
             out += skill_examples(

@@ -221,20 +221,23 @@ def zoom_skill_examples(
     cells: int,
     rng: random.Random,
     product_wording: float = 0.5,
+    grounding_frames: tuple[str, ...] | None = None,
 ) -> list[Example]:
     """Both skills at every zoom of a looks sample (mgpo.data.synth.synth_looks_sample), each where a crop
     would need it: every panel grounded in the whole view; for a look2 sample, every small tag of the red
     panel grounded in the panel's own view (a crop of the panel's cell); every answer read at the zoom its
     stripes show at: a look0 panel in the whole view, a look1 panel in a crop of its cell, a look2 tag in a
-    crop of its cell inside the panel (+-10% around each)."""
+    crop of its cell inside the panel (+-10% around each). Grounding only for `grounding_frames`, if given."""
     look = int(sample.category.removeprefix("look"))
     panels = [t for t in sample.tags if t.box.width == sample.tags[0].box.width]
     inner = sample.tags[len(panels) :]
     side = sample.images[0].width
     out = []
+    grounds = [t for t in sample.tags if grounding_frames is None or t.frame in grounding_frames]
     for tag in panels:
-        wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
-        out.append(grounding_example(sample, tag, budget, cells, wording, phrasing))
+        if tag in grounds:
+            wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
+            out.append(grounding_example(sample, tag, budget, cells, wording, phrasing))
         if look < 2:
             scale = side / tag.box.width if look == 0 else 1.0  # the whole image, or the panel's cell
             out.append(_read(sample, tag, budget, scale, rng))
@@ -243,8 +246,9 @@ def zoom_skill_examples(
         view = _inside(sample, red.box, inner)
         cell = red.box.width / (side / red.box.width)  # the panel is laid out on the image's own grid
         for tag in view.tags:
-            wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
-            out.append(grounding_example(view, tag, budget, cells, wording, phrasing))
+            if grounding_frames is None or tag.frame in grounding_frames:
+                wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
+                out.append(grounding_example(view, tag, budget, cells, wording, phrasing))
             out.append(_read(view, tag, budget, cell / tag.box.width, rng))
     return out
 
