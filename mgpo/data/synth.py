@@ -1,4 +1,5 @@
-"""A V*-like synthetic high-resolution set, a multi-image grounding set and a counting set.
+"""A V*-like synthetic high-resolution set, a multi-image grounding set, a counting set, and a set whose
+questions need 0, 1 or 2 looks closer (`synth_looks_sample`).
 
 Multiple choice (`synth_choice_sample`): a large cluttered image with several framed "tags"; the question is
 about the ONE tag with a red frame. The red frame stays visible after the image is shrunk to a small pixel
