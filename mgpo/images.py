@@ -28,6 +28,9 @@ class ImageError(ValueError):
     """An image that cannot be used, with the reason."""
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def content_hash(data: bytes) -> str:
     """Hex sha256 of the encoded bytes: the image's name in the store and in every record."""
     return hashlib.sha256(data).hexdigest()
@@ -156,6 +159,13 @@ class ImageStore:
         if not path.exists():
             raise ImageError(f"image {digest} is not in the store at {self.root}")
         return load_image(path)
+
+    def size(self, digest: str) -> tuple[int, int]:
+        """(width, height) of `get(digest)` from the file's header alone, upright per EXIF as `get` turns it."""
+        with Image.open(self.path(digest)) as image:
+            width, height = image.size
+            transposed = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
+        return (height, width) if transposed else (width, height)
 
     def problems(self, digest: str) -> list[str]:
         """What makes a stored image unusable, read from its header only (cheap): missing, unreadable, too

@@ -90,7 +90,7 @@ def _looked(sample: TrajectorySample, store: ImageStore, budget: PixelBudget) ->
     """How the answer looked closer, and what its images cost: visual tokens over every view it was shown."""
     seen = looks(sample)
     tokens = sum(
-        num_visual_tokens(*view_input_size(store.get(v.image).size, v.region, budget)) for v in sample.views
+        num_visual_tokens(*view_input_size(store.size(v.image), v.region, budget)) for v in sample.views
     )
     return {
         "crops": seen.crops,

@@ -74,6 +74,16 @@ def test_decode_image_applies_exif_rotation():
     assert r > 200 and g < 60
 
 
+def test_the_store_reads_sizes_from_headers_upright_as_get_returns_them(tmp_path):
+    store = ImageStore(tmp_path)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a quarter turn
+    turned = store.put_bytes(_encode(Image.new("RGB", (40, 20)), "JPEG", exif=exif))
+    plain = store.put_bytes(_encode(Image.new("RGB", (40, 20))))
+    assert store.size(turned) == store.get(turned).size == (20, 40)
+    assert store.size(plain) == store.get(plain).size == (40, 20)
+
+
 def test_load_image_reports_a_missing_file(tmp_path):
     with pytest.raises(ImageError, match="cannot read"):
         load_image(tmp_path / "nope.png")
