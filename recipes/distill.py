@@ -21,6 +21,7 @@ import functools
 import io
 import json
 import random
+import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -222,6 +223,7 @@ def distill(
         paths = shortest_paths(loop, records, direct, budget, ask, direct_bar, crop_bar)
     finally:
         policy.close()
+        shutil.rmtree(work.root.parent)  # copies and cut-out crops: the folder keeps what it teaches
     kept = [r for r in records if r.id in paths]
     summary = _summary(
         records, paths, {"n": n, "shuffle": shuffle, "direct_bar": direct_bar, "crop_bar": crop_bar}

@@ -62,6 +62,7 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
             seen = view_input_size(image.size, view, BUDGET)
             assert crop_region(parse_box(turn, seen, BoxRule.LENIENT), seen, source, image.size) == region
             source = view = region
+    assert not (sft / "work").exists()  # the copies and cut-out crops are gone
     meta = json.loads((sft / "dataset.json").read_text())
     assert meta["max_crops"] == 2 and meta["min_pixels"] == BUDGET.min_pixels
 
