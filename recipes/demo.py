@@ -1,9 +1,11 @@
 """`mgpo demo` (make demo): the paper's effect in a few minutes on 2 CPU cores.
 
-1. The cold start pinned in models/demo-cold-start is checked against its manifest (file hashes, the config
-   that made it): grounding and recognition skills, never the combined task, rarely a box to the MGPO prompt.
+1. The two pinned models are checked against their manifests (file hashes, the config that made each):
+   models/demo-cold-start (the SFT skills: grounding and recognition, never the combined task) and
+   models/demo-rl-start (a short second SFT of it that boxes the MGPO prompt's questions less often), where
+   RL starts.
 2. A train and a held-out split of the same synthetic set (other seeds than the cold start's images).
-3. `mgpo eval` of the cold start on the held-out split: accuracy, valid grounding, crop holds the target.
+3. `mgpo eval` of the RL start on the held-out split: accuracy, valid grounding, crop holds the target.
 4. `mgpo train` (configs/demo/mgpo.yaml): MGPO RL with one vLLM actor, the DeepSpeed learner, the async loop,
    the answer reward alone. The valid-grounding ratio is printed every step: it starts low and climbs.
 5. `mgpo eval` of the RL policy, `mgpo report` (PNG of reward, accuracy and valid grounding per step), and a
@@ -27,6 +29,9 @@ from runtime.config import SFTConfig, load_config, load_sft_config
 ROOT = CONFIGS.parent
 COLD_START = ROOT / "models" / "demo-cold-start"
 COLD_START_CONFIG = CONFIGS / "demo" / "cold-start.yaml"
+RL_START = ROOT / "models" / "demo-rl-start"  # trained from COLD_START; the demo's RL starts here
+RL_START_CONFIG = CONFIGS / "demo" / "rl-start.yaml"
+PINNED = ((COLD_START, COLD_START_CONFIG), (RL_START, RL_START_CONFIG))  # in the order they are made
 RL_CONFIG = CONFIGS / "demo" / "mgpo.yaml"
 REBUILD = "mgpo demo --rebuild-cold-start"
 MARKER = ".mgpo-demo"  # in every folder a demo made, from its first moment: only such a folder is emptied
@@ -50,13 +55,14 @@ class Plan:
 def run_demo(out: str | Path = "out/demo", smoke: bool = False) -> dict[str, object]:
     console = Console(soft_wrap=True)
     out = Path(out).resolve()
-    manifest = verify(COLD_START, COLD_START_CONFIG, REBUILD)
-    scores = manifest.get("held_out", {})
-    console.print(
-        f"[bold]cold start[/] {COLD_START.relative_to(ROOT)}: files and config match its manifest (made at "
-        f"{str(manifest.get('commit', '?'))[:12]}; held-out grounding {scores.get('grounding_accuracy', '?')}, "
-        f"recognition {scores.get('recognition_accuracy', '?')})"
-    )
+    for folder, config in PINNED:
+        manifest = verify(folder, config, REBUILD)
+        scores = manifest.get("held_out", {})
+        console.print(
+            f"[bold]pinned[/] {folder.relative_to(ROOT)}: files and config match its manifest (made at "
+            f"{str(manifest.get('commit', '?'))[:12]}; held-out grounding "
+            f"{scores.get('grounding_accuracy', '?')}, recognition {scores.get('recognition_accuracy', '?')})"
+        )
     _empty(out)
     plan, stages = Plan(smoke), Stages(out)
     sft = load_sft_config(COLD_START_CONFIG)
@@ -106,7 +112,7 @@ def _train_and_eval(out: Path, plan: Plan, sft: SFTConfig, data: dict[str, Path]
     changes: dict = {
         "output_dir": str(out.parent),
         "name": out.name,
-        "model": {"path": str(COLD_START)},
+        "model": {"path": str(RL_START)},
         "data": {"path": str(data["train"])},
     }
     if plan.rl_steps:
@@ -122,11 +128,11 @@ def _train_and_eval(out: Path, plan: Plan, sft: SFTConfig, data: dict[str, Path]
             result,
             lambda: run_mgpo(
                 "eval", "--model", str(model), "--data", str(data["test"]), "--mode", "mgpo",
-                "--base", str(COLD_START), "--out", str(result), *budget,
+                "--base", str(RL_START), "--out", str(result), *budget,
             ),
         )  # fmt: skip
 
-    evaluate(COLD_START, "base")
+    evaluate(RL_START, "base")
     stages.run("train", run / "final" / "config.json", lambda: run_mgpo("train", "--config", str(config)))
     evaluate(run / "final", "final")
     return run
@@ -157,7 +163,7 @@ def _show(console: Console, summary: dict, timings: dict[str, float]) -> None:
     table.add_column("")
     for _, title in TABLE:
         table.add_column(title, justify="right")
-    for stage, label in (("base", "before RL (cold start)"), ("final", "after RL")):
+    for stage, label in (("base", "before RL (RL start)"), ("final", "after RL")):
         row = summary["held_out"][stage]
         table.add_row(label, *(f"{row[key]:.2f}" if row[key] is not None else "-" for key, _ in TABLE))
     console.print(table)
@@ -176,23 +182,39 @@ def _show(console: Console, summary: dict, timings: dict[str, float]) -> None:
     )
 
 
-def rebuild_cold_start(out: str | Path = "out/demo-cold-start") -> dict[str, object]:
-    """`mgpo demo --rebuild-cold-start`: the SFT of configs/demo/cold-start.yaml, pinned to models/."""
-    config = write_config(COLD_START_CONFIG, Path(out) / "cold-start.yaml", {"output_dir": str(out)})
-    sft = load_sft_config(config)
-    started = time.perf_counter()
-    run_mgpo("sft", "--config", str(config), "--resume")
-    return pin_cold_start(sft.run_dir, round(time.perf_counter() - started, 1))
+def rebuild_cold_start(out: str | Path = "out/demo-cold-start") -> list[dict[str, object]]:
+    """`mgpo demo --rebuild-cold-start`: the SFT of each pinned model's config, in order, each pinned to
+    models/ before the next (the RL start trains from the cold start just pinned)."""
+    manifests = []
+    for folder, config in PINNED:
+        changes: dict = {"output_dir": str(Path(out) / folder.name)}
+        base = _base(config)
+        if base is not None:  # from wherever this runs (the manifest pins the base by its hash)
+            changes["model"] = {"path": str(base)}
+        written = write_config(config, Path(out) / folder.name / config.name, changes)
+        started = time.perf_counter()
+        run_mgpo("sft", "--config", str(written), "--resume")
+        manifests.append(
+            pin_model(load_sft_config(written).run_dir, folder, round(time.perf_counter() - started, 1))
+        )
+    return manifests
 
 
-def pin_cold_start(sft_run: Path, seconds: float | None = None) -> dict[str, object]:
-    """Pin the model of an SFT run of configs/demo/cold-start.yaml to models/demo-cold-start."""
+def _base(config: Path) -> Path | None:
+    """The pinned folder a config trains from (its model.path), or None for a model built from scratch."""
+    path = load_sft_config(config).model.path
+    return next((folder for folder, _ in PINNED if path == str(folder.relative_to(ROOT))), None)
+
+
+def pin_model(sft_run: Path, folder: Path, seconds: float | None = None) -> dict[str, object]:
+    """Pin the model of an SFT run of `folder`'s config (PINNED) to `folder`."""
+    config = dict(PINNED)[folder]
     summary = json.loads((sft_run / "summary.json").read_text())
     made_by = {
         "commit": current_commit(ROOT),
-        "command": f"mgpo sft --config {COLD_START_CONFIG.relative_to(ROOT)}",
+        "command": f"mgpo sft --config {config.relative_to(ROOT)}",
         "sft_steps": summary["steps"],
         "sft_seconds": seconds if seconds is not None else summary["seconds"],
         "held_out": {k: summary[k] for k in ("grounding_accuracy", "recognition_accuracy") if k in summary},
     }
-    return pin(sft_run / "model", COLD_START, COLD_START_CONFIG, made_by)
+    return pin(sft_run / "model", folder, config, made_by, base=_base(config))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,9 @@ from runtime.config import load_sft_config
 MANIFEST = "manifest.json"
 # Where the SFT ran does not change what it made: the output folder is left out of the comparison.
 NOT_COMPARED = ("output_dir",)
+# A model trained from another pinned folder (its `base`) names that folder by its weights' hash, not by the
+# config's model.path, which may be written from anywhere.
+BASE_WEIGHTS = "model.safetensors"
 
 
 class PinnedModelError(RuntimeError):
@@ -52,14 +56,24 @@ def current_commit(repo: Path) -> str:
     return commit + ("-dirty" if run("git", "status", "--porcelain", "--untracked-files=no") else "")
 
 
-def pin(model: Path, dest: Path, config: Path, made_by: dict[str, object]) -> dict[str, object]:
-    """Copy the HF folder `model` to `dest` and write its manifest (`made_by`: commit, command, scores...)."""
+def pin(
+    model: Path, dest: Path, config: Path, made_by: dict[str, object], base: Path | None = None
+) -> dict[str, object]:
+    """Copy the HF folder `model` to `dest` and write its manifest (`made_by`: commit, command, scores...);
+    `base`: the pinned folder it was trained from, recorded by path (relative to `dest`) and weights hash."""
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(model, dest)
+    values = config_values(config)
+    if base is not None:
+        made_by = {
+            **made_by,
+            "base": {"path": os.path.relpath(base, dest), BASE_WEIGHTS: sha256(base / BASE_WEIGHTS)},
+        }
+        values.pop("model.path")
     manifest = {
         **made_by,
-        "config_values": config_values(config),
+        "config_values": values,
         "files": {p.name: sha256(p) for p in sorted(dest.iterdir()) if p.is_file()},
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -84,6 +98,7 @@ def verify(dest: Path, config: Path, rebuild: str) -> dict[str, object]:
     ]
     if problems:
         raise PinnedModelError(f"{dest}: {'; '.join(problems)}: {how}")
+    _check_base(dest, manifest.get("base"), how)
     now, then = config_values(config), manifest["config_values"]
     # keys added to the config since (with defaults) do not count: what made the model is what was there
     changed = [
@@ -94,3 +109,16 @@ def verify(dest: Path, config: Path, rebuild: str) -> dict[str, object]:
             f"{config} changed since {dest} was made ({'; '.join(changed)}): {how}, or undo the change"
         )
     return manifest
+
+
+def _check_base(dest: Path, base: dict[str, str] | None, how: str) -> None:
+    """The folder `dest` was trained from still holds the weights it was trained from."""
+    if base is None:
+        return
+    folder = (dest / base["path"]).resolve()
+    if not (folder / BASE_WEIGHTS).exists():
+        raise PinnedModelError(f"{dest} was trained from {folder}, which is missing: {how}")
+    if sha256(folder / BASE_WEIGHTS) != base[BASE_WEIGHTS]:
+        raise PinnedModelError(
+            f"{dest} was trained from {folder} as it was then, and that model changed since: {how}"
+        )

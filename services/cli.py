@@ -541,7 +541,7 @@ def _experiment_commands(commands: Subparsers) -> None:
     demo.add_argument(
         "--rebuild-cold-start",
         action="store_true",
-        help="first make models/demo-cold-start again from configs/demo/cold-start.yaml (10-17 min)",
+        help="first make models/demo-cold-start and models/demo-rl-start again from their configs in configs/demo/ (13-20 min)",
     )
     demo.set_defaults(func=cmd_demo)
     look = commands.add_parser("look", help="one ground-and-crop step of the tiny model, drawn as images")

@@ -10,18 +10,40 @@ import yaml
 
 from learner.sft import run_sft
 from mgpo.models.tiny import load_policy
-from recipes.demo import COLD_START, COLD_START_CONFIG, MARKER, REBUILD, run_demo
+from recipes.demo import COLD_START, COLD_START_CONFIG, MARKER, PINNED, REBUILD, RL_START, run_demo
 from recipes.pinned import MANIFEST, PinnedModelError, pin, sha256, verify
 from runtime.config import load_sft_config
 
 
-def test_the_pinned_cold_start_matches_its_manifest_and_config():
-    manifest = verify(COLD_START, COLD_START_CONFIG, REBUILD)
-    assert manifest["command"] == "mgpo sft --config configs/demo/cold-start.yaml"
+@pytest.mark.parametrize(("folder", "config"), PINNED)
+def test_each_pinned_model_matches_its_manifest_and_config(folder, config):
+    manifest = verify(folder, config, REBUILD)
+    assert manifest["command"] == f"mgpo sft --config configs/demo/{config.name}"
     assert set(manifest["files"]) >= {"config.json", "model.safetensors", "tokenizer.json"}
-    assert manifest["files"]["model.safetensors"] == sha256(COLD_START / "model.safetensors")
+    assert manifest["files"]["model.safetensors"] == sha256(folder / "model.safetensors")
     # the skills the demo relies on: RL rewards a box on the right tag only if the close-up is then read
     assert manifest["held_out"]["recognition_accuracy"] >= 0.9
+
+
+def test_the_rl_start_names_the_cold_start_it_was_trained_from_by_its_weights():
+    base = verify(RL_START, PINNED[1][1], REBUILD)["base"]
+    assert (RL_START / base["path"]).resolve() == COLD_START
+    assert base["model.safetensors"] == sha256(COLD_START / "model.safetensors")
+
+
+def test_an_rl_start_whose_cold_start_changed_is_refused(tmp_path):
+    models = tmp_path / "models"
+    for folder, _ in PINNED:
+        shutil.copytree(folder, models / folder.name)
+    verify(models / RL_START.name, PINNED[1][1], REBUILD)  # copied together: the base is found relative to it
+    (models / COLD_START.name / "model.safetensors").write_bytes(b"retrained")
+    with pytest.raises(
+        PinnedModelError, match="demo-cold-start as it was then, and that model changed since"
+    ):
+        verify(models / RL_START.name, PINNED[1][1], REBUILD)
+    shutil.rmtree(models / COLD_START.name)
+    with pytest.raises(PinnedModelError, match="demo-cold-start, which is missing: rebuild it with"):
+        verify(models / RL_START.name, PINNED[1][1], REBUILD)
 
 
 @pytest.fixture
@@ -59,18 +81,24 @@ def test_a_config_edited_since_the_pin_is_refused_naming_the_value(pinned, tmp_p
 
 
 @pytest.mark.slow
-def test_the_cold_start_config_still_trains_a_model_that_pins_and_loads(tmp_path):
-    """A few SFT steps of configs/demo/cold-start.yaml: the pipeline that made the pinned model still works."""
-    raw = yaml.safe_load(COLD_START_CONFIG.read_text())
+@pytest.mark.parametrize(("folder", "config"), PINNED)
+def test_each_pinned_config_still_trains_a_model_that_pins_and_loads(tmp_path, folder, config):
+    """A few SFT steps of each config in configs/demo/: the pipeline that made the pinned models still works
+    (the RL start's from the pinned cold start, as `mgpo demo --rebuild-cold-start` runs it)."""
+    raw = yaml.safe_load(config.read_text())
     raw.update(output_dir=str(tmp_path), steps=3, eval_every=3, lr_warmup_steps=0, lr_decay_steps=0)
     raw["data"].update(train_n=4, eval_n=2)
-    config = tmp_path / "cold-start.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    summary = run_sft(load_sft_config(config))
+    base = COLD_START if folder == RL_START else None
+    if base is not None:
+        raw["model"] = {"path": str(base)}
+    written = tmp_path / config.name
+    written.write_text(yaml.safe_dump(raw))
+    summary = run_sft(load_sft_config(written))
     assert summary["steps"] == 3 and 0.0 <= summary["recognition_accuracy"] <= 1.0
     dest = tmp_path / "pinned"
-    pin(tmp_path / "sft" / "model", dest, config, {"command": "test"})
-    assert verify(dest, config, REBUILD)["files"]["model.safetensors"] == sha256(dest / "model.safetensors")
+    manifest = pin(tmp_path / "sft" / "model", dest, written, {"command": "test"}, base=base)
+    assert ("model.path" in manifest["config_values"]) == (base is None)
+    assert verify(dest, written, REBUILD)["files"]["model.safetensors"] == sha256(dest / "model.safetensors")
     assert load_policy(dest).config.model_type == "qwen2_5_vl"
 
 
@@ -95,9 +123,9 @@ def test_the_smoke_demo_runs_every_stage_and_prints_the_table(tmp_path, capsys):
         assert json.loads((out / stage / "eval-mgpo.json").read_text())["questions"] == 4
     assert (out / "report" / "curves.png").stat().st_size > 10_000
     config = yaml.safe_load((out / "configs" / "mgpo.yaml").read_text())
-    assert config["model"]["path"] == str(COLD_START) and config["rollout"]["mode"] == "mgpo"
+    assert config["model"]["path"] == str(RL_START) and config["rollout"]["mode"] == "mgpo"
     assert yaml.safe_load((out / "serve.yaml").read_text()) == {"state_dir": str(out)}
     shown = capsys.readouterr().out
-    assert "before RL (cold start)" in shown and "after RL" in shown and "curves.png" in shown
+    assert "before RL (RL start)" in shown and "after RL" in shown and "curves.png" in shown
     saved = json.loads((out / "summary.json").read_text())
     assert set(saved["timings"]) == {"data-train", "data-test", "eval-base", "train", "eval-final", "report"}
