@@ -1,6 +1,7 @@
 """`mgpo reproduce`: the paper's effect on a CPU, end to end, with one command (README, Results).
 
-1. `mgpo sft` (configs/reproduce/sft.yaml): the cold-start model, grounding and recognition skills only.
+1. `mgpo sft` (configs/reproduce/sft.yaml): the cold-start model, grounding and recognition skills only;
+   then more of it with recognition first (configs/reproduce/settle.yaml): RL starts from that model.
 2. RL train and test splits of the same synthetic set (other seeds than the cold start's images).
 3. `mgpo train` for each method (configs/reproduce/<method>.yaml): MGPO, single-turn GRPO, multi-turn, all
    from the cold-start model with the same steps, prompts, samples and seed.
@@ -68,6 +69,7 @@ def reproduce(
 def _reproduce_seed(root: Path, plan: Plan) -> dict[str, object]:
     stages = Stages(root)
     sft = _cold_start(root, plan, stages)
+    sft = _settle(root, plan, sft, stages)
     data = _splits(root, plan, sft, stages)
     runs = [str(_method(method, root, plan, sft, data, stages)) for method in plan.methods]
     stages.run(
@@ -132,17 +134,30 @@ def _cold_start(root: Path, plan: Plan, stages: Stages) -> SFTConfig:
         "data": {"train_seed": raw["train_seed"] + shift, "eval_seed": raw["eval_seed"] + shift},
     }
     if plan.sft_steps:
-        changes.update(
-            steps=plan.sft_steps,
-            eval_every=plan.sft_steps,
-            lr_warmup_steps=0,
-            lr_decay_steps=0,
-        )
         changes["data"].update(train_n=8, eval_n=2)
-    path = write_config(CONFIGS / "sft.yaml", root / "configs" / "sft.yaml", changes)
+    return _sft_stage("sft", root, plan, changes, stages)
+
+
+def _settle(root: Path, plan: Plan, cold_start: SFTConfig, stages: Stages) -> SFTConfig:
+    """1b. More SFT of the cold start, recognition first (configs/reproduce/settle.yaml over sft.yaml)."""
+    changes = yaml.safe_load((CONFIGS / "settle.yaml").read_text())
+    changes.update(
+        output_dir=str(root),
+        seed=plan.seed,
+        model={"path": str(cold_start.run_dir / "model")},
+        data=cold_start.data.model_dump(mode="json", exclude_none=True),
+    )
+    return _sft_stage("settle", root, plan, changes, stages)
+
+
+def _sft_stage(stage: str, root: Path, plan: Plan, changes: dict, stages: Stages) -> SFTConfig:
+    """`mgpo sft` with configs/reproduce/sft.yaml and `changes` merged in (the smoke run's schedule cut)."""
+    if plan.sft_steps:
+        changes.update(steps=plan.sft_steps, eval_every=plan.sft_steps, lr_warmup_steps=0, lr_decay_steps=0)
+    path = write_config(CONFIGS / "sft.yaml", root / "configs" / f"{stage}.yaml", changes)
     sft = load_sft_config(path)
     stages.run(
-        "sft", sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume")
+        stage, sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume")
     )
     return sft
 
@@ -169,7 +184,7 @@ def _splits(root: Path, plan: Plan, sft: SFTConfig, stages: Stages) -> dict[str,
 def _method(
     method: str, root: Path, plan: Plan, sft: SFTConfig, data: dict[str, Path], stages: Stages
 ) -> Path:
-    """3-4. RL with one method from the cold-start model, then the eval of the cold start and of the policy."""
+    """3-4. RL with one method from the settled cold start, then the eval of it and of the policy."""
     base = sft.run_dir / "model"
     changes: dict = {"seed": plan.seed, "model": {"path": str(base)}, "data": {"path": str(data["train"])}}
     if plan.rl_steps:
