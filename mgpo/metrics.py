@@ -8,6 +8,9 @@ from typing import NamedTuple
 from mgpo.records import TrajectoryGroup, TrajectorySample
 from mgpo.turns import crop_source
 
+# a trajectory cut off by the loop (too many turns, too long): masked out of the loss, and it never answered
+CUT_OFF = ("over_turn", "over_length")
+
 
 class Looks(NamedTuple):
     """How one trajectory looked closer: every crop request, the valid ones, those cut from an earlier crop."""
@@ -15,24 +18,27 @@ class Looks(NamedTuple):
     requests: int  # turns that asked for a crop (an invalid box shows the original again)
     crops: int  # requests that gave a crop
     crop_of_crops: int  # crops cut from an earlier crop (multi-turn "image": N >= 2)
+    cut_off: bool = False  # stopped by the loop before it answered
 
     @property
     def direct(self) -> bool:
-        """Answered in its first turn, without asking to look closer."""
-        return self.requests == 0
+        """Answered in its first turn, without asking to look closer (a trajectory cut off in its first turn
+        asked for nothing but did not answer either)."""
+        return self.requests == 0 and not self.cut_off
 
 
 def looks(sample: TrajectorySample) -> Looks:
     """Read from the views the loop appended: each crop request after the first turn added one view (a crop,
     or the original again), and the reply that asked for it says which image it cut from. A multiple-choice
     prompt has one original; single-turn tasks (counting, multi-image grounding) never ask."""
+    cut_off = sample.finish_reason in CUT_OFF
     if sample.turns <= 1:
-        return Looks(0, 0, 0)
+        return Looks(0, 0, 0, cut_off)
     asked = sample.views[1:]
     crops = [i for i, view in enumerate(asked) if view.region is not None]
     # the request for view i + 1 is reply i, made while i + 1 views were shown
     deeper = sum((crop_source(sample.text[i], i + 1) or 1) >= 2 for i in crops if i < len(sample.text))
-    return Looks(len(asked), len(crops), deeper)
+    return Looks(len(asked), len(crops), deeper, cut_off)
 
 
 class RolloutSummary(NamedTuple):
@@ -76,9 +82,7 @@ def summarize(groups: Sequence[TrajectoryGroup]) -> RolloutSummary:
         valid_grounding_lenient_ratio=sum(s.valid_grounding_lenient for s in samples) / n,
         turns=sum(s.turns for s in samples) / n,
         generated_tokens=sum(s.sampled_tokens for s in samples),
-        masked=sum(
-            not s.loss_mask.any() and s.finish_reason in ("over_turn", "over_length") for s in samples
-        ),
+        masked=sum(not s.loss_mask.any() and x.cut_off for s, x in zip(samples, seen, strict=True)),
         crops=crops / n,
         direct_answer_ratio=sum(x.direct for x in seen) / n,
         valid_crop_ratio=_ratio(crops, sum(x.requests for x in seen)),

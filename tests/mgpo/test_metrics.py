@@ -14,7 +14,9 @@ ORIGINAL = "a" * 64
 CROP = Box(0, 0, 100, 100)
 
 
-def _sample(texts: list[str], views: list[View], reward: float = 0.0) -> TrajectorySample:
+def _sample(
+    texts: list[str], views: list[View], reward: float = 0.0, finish_reason: str = "stop"
+) -> TrajectorySample:
     ids = np.zeros(4, dtype=np.int32)
     return TrajectorySample(
         ids=ids,
@@ -24,7 +26,7 @@ def _sample(texts: list[str], views: list[View], reward: float = 0.0) -> Traject
         reward=reward,
         valid_grounding=True,
         turns=len(texts),
-        finish_reason="stop",
+        finish_reason=finish_reason,
         text=tuple(texts),
     )
 
@@ -36,6 +38,14 @@ def _ask(image: int) -> str:
 def test_a_direct_answer_asks_for_nothing():
     assert looks(_sample(["\\boxed{A}"], [])) == Looks(0, 0, 0)
     assert looks(_sample(["\\boxed{A}"], [])).direct
+
+
+def test_a_trajectory_cut_off_in_its_first_turn_is_not_a_direct_answer():
+    cut = _sample(['```json\n[{"bbox_2d": [0, 0'], [], finish_reason="over_length")
+    assert looks(cut) == Looks(0, 0, 0, cut_off=True) and not looks(cut).direct
+    answered = _sample(["\\boxed{A}"], [])
+    batch = summarize([TrajectoryGroup("g", "p", 0, (cut, answered), 1, 1)])
+    assert batch.direct_answer_ratio == pytest.approx(1 / 2)
 
 
 def test_an_mgpo_trajectory_asks_once():
