@@ -1,7 +1,8 @@
 """`mgpo data select`: rejection sampling (arXiv 2507.00748, stage 3): keep the prompts RL can learn from.
 
 Every prompt is rolled out `n` times with the task's reward by the model (our engines, offline on one
-machine); its pass rate is the share of samples that solved it (grounding: the right image and IoU >= 0.5).
+machine; on a cluster, the run's rollout actors through the queue: services.driver.selector); its pass rate
+is the share of samples that solved it (grounding: the right image and IoU >= 0.5).
 A prompt whose pass rate lies strictly between `low` and `high` is kept: by default neither always nor never
 solved, so its group's rewards differ and GRPO gets a gradient from it. Pass rates are appended to
 `pass_rates.jsonl` as prompts finish, so a stopped selection resumes; the histogram goes to PNG and JSON.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -19,14 +21,16 @@ from actors.loop import Loop, Tokenizer
 from actors.rollout_actor import build_engine, engine_tokenizer, rollout_settings
 from mgpo.data.dataset import open_store, read_prompts, write_subset
 from mgpo.images import ImageStore
-from mgpo.records import PromptRecord
+from mgpo.records import PromptRecord, TrajectoryGroup
 from mgpo.resize import PixelBudget
 from recipes.evaluate import eval_spec, input_sizes, passed
 
 PASS_RATES = "pass_rates.jsonl"
 
 
-def _done(path: Path) -> dict[str, float]:
+def done_rates(out: Path) -> dict[str, float]:
+    """The pass rates a stopped selection already wrote to `out/pass_rates.jsonl`."""
+    path = out / PASS_RATES
     if not path.exists():
         return {}
     rates = {}
@@ -51,7 +55,7 @@ def pass_rates(
 ) -> dict[str, float]:
     """Each record's pass rate over `n` samples at temperature 1; the ones in `out/pass_rates.jsonl` are kept."""
     path = out / PASS_RATES
-    rates = _done(path)
+    rates = done_rates(out)
     todo = [r for r in records if r.id not in rates]
     if not todo:
         return rates
@@ -65,14 +69,21 @@ def pass_rates(
             for i in tqdm(range(0, len(todo), batch), desc=f"select (n={n})", unit="batch"):
                 chunk = todo[i : i + batch]
                 for record, group in zip(chunk, loop.rollout(chunk, seed=i), strict=True):
-                    sizes = input_sizes(record, store, budget)
-                    rate = sum(passed(record, s, sizes) for s in group.samples) / len(group.samples)
-                    rates[record.id] = rate
-                    log.write(json.dumps({"id": record.id, "pass_rate": rate}) + "\n")
-                log.flush()
+                    rates[record.id] = log_rate(log, record, group, store, budget)
     finally:
         policy.close()
     return rates
+
+
+def log_rate(
+    log: TextIO, record: PromptRecord, group: TrajectoryGroup, store: ImageStore, budget: PixelBudget
+) -> float:
+    """The share of the group's samples that solved `record`, appended to the open pass-rates file."""
+    sizes = input_sizes(record, store, budget)
+    rate = sum(passed(record, s, sizes) for s in group.samples) / len(group.samples)
+    log.write(json.dumps({"id": record.id, "pass_rate": rate}) + "\n")
+    log.flush()  # a stop loses at most the line being written
+    return rate
 
 
 def histogram(
@@ -118,15 +129,28 @@ def select(
     source = open_store(data)
     records = list(read_prompts(data))
     rates = pass_rates(model, records, source, folder, n, engine, budget)
-    kept = [r for r in records if low < rates[r.id] < high]
+    return keep(records, rates, source, folder, n, (low, high), {"source": str(data), "model": model})
+
+
+def keep(
+    records: list[PromptRecord],
+    rates: dict[str, float],
+    source: ImageStore,
+    folder: Path,
+    n: int,
+    bounds: tuple[float, float],
+    meta: dict[str, object],
+) -> dict[str, object]:
+    """Write the prompts whose pass rate lies strictly within `bounds` as a dataset in `folder`, with the
+    histogram; a prompt without a rate (it never came back) is not kept."""
+    low, high = bounds
+    kept = [r for r in records if low < rates.get(r.id, -1.0) < high]
     summary = histogram(rates, n, folder, low, high, len(kept))
     if not kept:
         raise ValueError(
             f"no prompt of {len(records)} has a pass rate strictly between {low} and {high} "
             f"(histogram in {folder / 'pass_rates.png'}): widen the bounds or change the model"
         )
-    write_subset(
-        folder, kept, source, {"format": "mgpo-selected", "source": str(data), "model": model, **summary}
-    )
+    write_subset(folder, kept, source, {"format": "mgpo-selected", **meta, **summary})
     print(json.dumps({"out": str(folder), "kept": len(kept), "prompts": len(records)}), flush=True)
     return summary

@@ -142,6 +142,14 @@ def cmd_data_cot(args: argparse.Namespace) -> int:
 def cmd_data_select(args: argparse.Namespace) -> int:
     from recipes.select import select
 
+    if args.config:
+        return _select_on_cluster(args)
+    if not args.model or not args.data:
+        print(
+            "mgpo data select: give --model and --data (offline), or --config (the run's actors)",
+            file=sys.stderr,
+        )
+        return 2
     if args.n < 2:
         print("mgpo data select: --n must be at least 2 to tell sometimes from always", file=sys.stderr)
         return 2
@@ -155,6 +163,27 @@ def cmd_data_select(args: argparse.Namespace) -> int:
         engine=args.engine or _default_engine(),
         budget=PixelBudget(args.min_pixels, args.max_pixels),
     )
+    return 0
+
+
+def _select_on_cluster(args: argparse.Namespace) -> int:
+    """`mgpo data select --config RUN.yaml`: the run's model, data, actors and rollout settings (its n)."""
+    from runtime.config import load_config
+    from services.driver.ray_start import stop_on_sigterm
+    from services.driver.selector import Selector
+
+    config = load_config(args.config)
+    if args.name:
+        config = config.model_copy(update={"name": args.name})
+    stop_on_sigterm()
+    try:
+        Selector(config, args.out, (args.low, args.high)).run()
+    except ValueError as err:
+        print(f"mgpo data select: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stopped; the same command continues it (pass rates in {args.out})", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -352,12 +381,19 @@ def _data_commands(commands: Subparsers) -> None:
     select = data.add_parser(
         "select", help="rejection sampling: keep the prompts a model solves sometimes, never always or never"
     )
+    select.add_argument("--model", type=_model_dir, help="the model that rolls out (merged SFT): offline")
+    select.add_argument("--data", help="a dataset folder (our layout): offline")
     select.add_argument(
-        "--model", required=True, type=_model_dir, help="the model that rolls out (merged SFT)"
+        "--config",
+        help="instead of --model/--data: a run config; its rollout actors roll out model.path on data.path "
+        "(rollout.n samples each) through the queue, scaled as in training",
     )
-    select.add_argument("--data", required=True, help="a dataset folder (our layout)")
+    select.add_argument("--name", default=None, help="with --config: override the run's name")
+    select.add_argument(
+        "--output-dir", default=None, help="with --config: unused (the run folder is in --out)"
+    )
     select.add_argument("--out", required=True, help="the RL dataset folder to write (resumes if there)")
-    select.add_argument("--n", type=int, default=8, help="samples per prompt (default 8)")
+    select.add_argument("--n", type=int, default=8, help="offline: samples per prompt (default 8)")
     select.add_argument("--low", type=float, default=0.0, help="keep pass rates above this (default 0)")
     select.add_argument("--high", type=float, default=1.0, help="and below this (default 1)")
     select.add_argument("--engine", choices=("hf", "vllm"), default=None)
