@@ -70,7 +70,10 @@ def build_examples(
                 config.product_wording,
             )
         if with_format and config.format_share > 0:
-            out.append(format_example(sample, budget, config.box_cells, rng, config.format_box_share))
+            on_target = config.format_box_on == "target"
+            out.append(
+                format_example(sample, budget, config.box_cells, rng, config.format_box_share, on_target)
+            )
     return out
 
 

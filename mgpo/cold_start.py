@@ -161,15 +161,22 @@ def recognition_example(
 
 
 def format_example(
-    sample: SynthSample, budget: PixelBudget, cells: int, rng: random.Random, box_share: float
+    sample: SynthSample,
+    budget: PixelBudget,
+    cells: int,
+    rng: random.Random,
+    box_share: float,
+    on_target: bool = False,
 ) -> Example:
     """The MGPO turn-1 prompt with the sample's own question -> (`box_share` of the time) a box around one of
-    its tags drawn at random, or a guessed option letter. Without it, how often the cold-start model boxes a
-    question depended on the seed alone (0.0, 0.13 and 0.69 of turn-1 replies at the start of RL, three
-    seeds): RL then had no format to reinforce, or no grounding left to discover."""
+    its tags drawn at random (`on_target`: around the tag the question is about), or a guessed option letter.
+    Without it, how often the cold-start model boxes a question depended on the seed alone (0.0, 0.13 and
+    0.69 of turn-1 replies at the start of RL, three seeds): RL then had no format to reinforce, or no
+    grounding left to discover."""
     prompt = first_prompt(MGPO, sample.question, sample.choices)
     if rng.random() < box_share:
-        box = taught_box(rng.choice(sample.tags), sample.images[0].size, budget, cells)
+        tags = [t for t in sample.tags if t.box == sample.target_box] if on_target else sample.tags
+        box = taught_box(rng.choice(tags), sample.images[0].size, budget, cells)
         target = box_json(box, "key image area")
     else:
         target = f"\\boxed{{{rng.choice(LETTERS[: len(sample.choices)])}}}"

@@ -469,6 +469,11 @@ class SFTConfig(_Section):
         le=1.0,
         description="of the format examples, the share answered with a (random tag's) box",
     )
+    format_box_on: Literal["any", "target"] = Field(
+        "any",
+        description="where a format example's box goes: any tag, at random (where to look is left to RL), or "
+        "the tag the question is about (the model knows where; RL teaches it to box: the paper's premise)",
+    )
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="peak learning rate")
     lr_warmup_steps: int = Field(0, ge=0, description="linear warm-up from lr * lr_min_ratio to `lr`")
     lr_decay_steps: int = Field(0, ge=0, description="the last steps: cosine decay to lr * lr_min_ratio")

@@ -122,6 +122,15 @@ def test_product_wording_sets_the_share_of_grounding_in_the_mgpo_turn_1_template
     assert all('"label": "key image area"' in e.reply for e in in_mgpo_words)
 
 
+def test_format_examples_on_target_box_the_tag_the_question_is_about(sample):
+    rng = random.Random(0)
+    examples = [format_example(sample, BUDGET, 2, rng, box_share=0.3, on_target=True) for _ in range(200)]
+    size = examples[0].images[0].size
+    boxed = {b.box for b in (parse_box(e.reply, size) for e in examples) if b.valid}
+    (target,) = [t for t in sample.tags if t.box == sample.target_box]
+    assert boxed == {taught_box(target, sample.images[0].size, BUDGET, 2)} and target.frame == "red"
+
+
 def test_format_examples_box_a_random_tag_at_the_set_rate_and_else_guess_a_letter(sample):
     rng = random.Random(0)
     examples = [format_example(sample, BUDGET, 2, rng, box_share=0.3) for _ in range(400)]
