@@ -39,7 +39,7 @@ def test_the_smoke_reproduction_runs_every_stage_and_resumes(tmp_path):
             assert result["mode"] == method and result["questions"] == 8
             assert 0.0 <= result["accuracy"] <= 1.0 and "crop_alone_ratio" in result
     settle = yaml.safe_load((out / "configs" / "settle.yaml").read_text())
-    assert settle["model"]["path"] == str(out / "sft" / "model") and settle["grounding_share"] == 0.333
+    assert settle["model"]["path"] == str(out / "sft" / "model") and settle["format_box_on"] == "target"
     # the same images and skills as the cold start
     assert (
         load_sft_config(out / "configs" / "settle.yaml").data
