@@ -1,12 +1,12 @@
 """`mgpo reproduce`: the paper's effect on a CPU, end to end, with one command (README, Results).
 
 1. `mgpo sft` (configs/reproduce/sft.yaml): the cold-start model, grounding and recognition skills only;
-   then more of it with recognition first (configs/reproduce/settle.yaml): RL starts from that model.
+   then a short settle (configs/reproduce/settle.yaml: the turn-1 format examples' boxes on the right tag).
 2. RL train and test splits of the same synthetic set (other seeds than the cold start's images).
 3. `mgpo train` for each method (configs/reproduce/<method>.yaml): MGPO, single-turn GRPO, multi-turn, all
-   from the cold-start model with the same steps, prompts, samples and seed.
-4. `mgpo eval` on the test split, each method in its own mode, of the cold-start model (`<run>/base/`) and
-   of the RL policy (`<run>/final/`), with the cold-start model as the base for the crop-alone ratio.
+   from the settled model with the same steps, prompts, samples and seed.
+4. `mgpo eval` on the test split, each method in its own mode, of the settled model (`<run>/base/`) and
+   of the RL policy (`<run>/final/`), with the settled model as the base for the crop-alone ratio.
 5. `mgpo report`: curves and the results table; wall times per stage in `timings.json`; `seed.json`: the
    MGPO run's valid grounding at the start and end of RL and the MGPO - GRPO gap on the test split.
 
@@ -139,7 +139,8 @@ def _cold_start(root: Path, plan: Plan, stages: Stages) -> SFTConfig:
 
 
 def _settle(root: Path, plan: Plan, cold_start: SFTConfig, stages: Stages) -> SFTConfig:
-    """1b. More SFT of the cold start, recognition first (configs/reproduce/settle.yaml over sft.yaml)."""
+    """1b. More SFT of the cold start, its format boxes on the right tag (configs/reproduce/settle.yaml over
+    sft.yaml)."""
     changes = yaml.safe_load((CONFIGS / "settle.yaml").read_text())
     changes.update(
         output_dir=str(root),
