@@ -4,7 +4,9 @@
    images, a 4 x 4 grid, the finest stripes 1 px, options in a fixed order, so `mgpo data distill
    --keep-option-order`): questions that need 0, 1 or 2 crops.
 2. The looks set's own cold start (configs/reproduce/looks-cold-start.yaml): grounding and reading at every
-   zoom, never the combined task; then MGPO RL (looks-mgpo.yaml) from it: the two-turn policy.
+   zoom, never the combined task; its settle (configs/reproduce/settle.yaml over it: the turn-1 format
+   examples' boxes on the question's tag, as in `mgpo reproduce`); then MGPO RL (looks-mgpo.yaml) from it:
+   the two-turn policy.
 3. `mgpo data distill` from it: each train question's shortest solved path (no crop, a crop, a crop of the
    crop) in the multi-turn format.
 4. `mgpo sft` (looks-sft.yaml) of the MGPO policy on those paths: the autonomous format.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import yaml
 
 from mgpo.data.dataset import META_FILE, write_synthetic
 from recipes.distill import MAX_CROPS
@@ -48,7 +52,10 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     data = _splits(root, plan, stages)
     small = {"train_n": 4, "eval_n": 2} if smoke else {}
     cold_start = _sft("looks-cold-start", root, plan, {"data": small}, stages)
-    mgpo = _rl("looks-mgpo", root, plan, cold_start, data["train"], stages)
+    settle = yaml.safe_load((CONFIGS / "reproduce" / "settle.yaml").read_text())
+    settle |= {"name": "looks-settle", "model": {"path": str(cold_start)}, "data": small}
+    settled = _sft("looks-settle", root, plan, settle, stages, source="looks-cold-start")
+    mgpo = _rl("looks-mgpo", root, plan, settled, data["train"], stages)
     distilled = root / "distilled"
     command = ("data", "distill", "--model", str(mgpo), "--data", str(data["train"]), "--out", str(distilled))
     stages.run(
@@ -92,14 +99,18 @@ def _rl(name: str, root: Path, plan: LooksPlan, model: Path, train: Path, stages
     return train_stage(stages, f"train-{name}", CONFIGS / "reproduce" / f"{name}.yaml", root, name, changes)
 
 
-def _sft(name: str, root: Path, plan: LooksPlan, changes: dict, stages: Stages) -> Path:
-    """`mgpo sft` with configs/reproduce/NAME.yaml and `changes`; the trained model's folder."""
+def _sft(
+    name: str, root: Path, plan: LooksPlan, changes: dict, stages: Stages, source: str | None = None
+) -> Path:
+    """`mgpo sft` with configs/reproduce/SOURCE.yaml (default NAME) and `changes`; the trained model's
+    folder."""
     changes = {"output_dir": str(root), **changes}
     if plan.sft_steps:
         steps = plan.sft_steps
         changes |= {"steps": steps, "eval_every": steps, "checkpoint_every": steps}
         changes |= {"lr_warmup_steps": 0, "lr_decay_steps": 0}
-    path = write_config(CONFIGS / "reproduce" / f"{name}.yaml", root / "configs" / f"{name}.yaml", changes)
+    config = CONFIGS / "reproduce" / f"{source or name}.yaml"
+    path = write_config(config, root / "configs" / f"{name}.yaml", changes)
     sft = load_sft_config(path)
     stages.run(name, sft.run_dir / "summary.json", lambda: run_mgpo("sft", "--config", str(path), "--resume"))
     return sft.run_dir / "model"

@@ -37,9 +37,15 @@ def test_the_smoke_looks_experiment_runs_every_stage_and_resumes(tmp_path):
     command = [sys.executable, "-m", "services.cli", "reproduce", "--experiment", "multiturn", "--smoke"]
     subprocess.run([*command, "--out", str(out)], check=True, timeout=900)
     timings = json.loads((out / "timings.json").read_text())
-    assert {"data-train", "data-test", "looks-cold-start", "train-looks-mgpo", "distill", "eval-mgpo"} <= set(
-        timings
-    )
+    assert {
+        "data-train",
+        "data-test",
+        "looks-cold-start",
+        "looks-settle",
+        "train-looks-mgpo",
+        "distill",
+        "eval-mgpo",
+    } <= set(timings)
     result = json.loads((out / "eval" / "mgpo.json").read_text())
     assert result["questions"] == 3 and result["mode"] == "mgpo"
     assert "| MGPO (two turns) | all (3) |" in (out / "results.md").read_text()
