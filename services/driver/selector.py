@@ -61,6 +61,11 @@ class Selector(Trainer):
                 self._start_feeder()
                 self._collect({r.id: r for r in self.records}, rates)
             self._set_status("finished")
+        except (
+            KeyboardInterrupt
+        ):  # as for a training run: stopped, not failed (the same command continues it)
+            self._set_status("stopped")
+            raise
         except BaseException as err:
             self._set_status("failed", error=first_line(err))
             raise
