@@ -21,7 +21,14 @@ from mgpo.images import ImageStore
 from mgpo.masks import Segment, Source, build_sequence
 from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
 from mgpo.resize import PixelBudget, num_visual_tokens
-from mgpo.rewards import choice_reward, counting_reward, grounding_reward, grounding_score, last_boxed
+from mgpo.rewards import (
+    choice_reward,
+    counting_reward,
+    grounding_reward,
+    grounding_score,
+    last_boxed,
+    with_direct_bonus,
+)
 from mgpo.templates import (
     VISION_TOKENS,
     Mode,
@@ -29,7 +36,7 @@ from mgpo.templates import (
     followup,
     opening_prompt,
 )
-from mgpo.turns import crop_source
+from mgpo.turns import INVALID_CROP, crop_source
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class RolloutSettings:
     box_rule: BoxRule = BoxRule.STRICT  # the rule that decides the crop and valid_grounding
     iou_reward: str = "continuous"  # multi-image grounding: "continuous" IoU or "thresholded" at 0.5
     format_weight: float = 0.5  # multi-image grounding: weight of the format reward
+    invalid_crop: str = "original"  # multiturn: "original" again, or "end" the trajectory at reward 0
+    direct_bonus: float = 0.0  # multiturn: added to a right answer given without asking for a crop
 
 
 @dataclass
@@ -260,6 +269,9 @@ class Loop:
             grounding = Grounding(grounding.box, False, "named an image that does not exist")
         sample.boxes_valid.append(grounding.valid)
         sample.boxes_lenient.append(grounding.valid)
+        if not grounding.valid and self.settings.invalid_crop == "end":
+            self._finish(sample, INVALID_CROP, keep=True)  # reward stays 0: the penalty
+            return
         valid = self._add_view(sample, source, grounding)
         self._inject(sample, completion, valid)
 
@@ -268,6 +280,9 @@ class Loop:
         reply = sample.texts[-1]
         if record.kind is TaskKind.MULTIPLE_CHOICE:
             sample.reward = choice_reward(reply, record.answer, record.choices)
+            if self.settings.template.mode is Mode.MULTITURN:
+                asked = len(sample.texts) > 1
+                sample.reward = with_direct_bonus(sample.reward, asked, self.settings.direct_bonus)
             if self.settings.template.mode is Mode.GRPO:
                 self._ground(sample, reply, 0)
         elif record.kind is TaskKind.COUNTING:

@@ -51,6 +51,8 @@ class ActorSpec:
     box_rule: str = BoxRule.STRICT.value
     iou_reward: str = "continuous"
     format_weight: float = 0.5
+    invalid_crop: str = "original"
+    direct_bonus: float = 0.0
     box_hint: bool = False
     pre_shrink: bool = False  # evaluation only: the MGPO reference's input frame (mgpo.resize)
     claim_idle_ms: int = 60_000
@@ -127,6 +129,8 @@ def rollout_settings(spec: ActorSpec) -> RolloutSettings:
         box_rule=BoxRule(spec.box_rule),
         iou_reward=spec.iou_reward,
         format_weight=spec.format_weight,
+        invalid_crop=spec.invalid_crop,
+        direct_bonus=spec.direct_bonus,
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from mgpo.records import TrajectoryGroup, TrajectorySample
-from mgpo.turns import crop_source
+from mgpo.turns import INVALID_CROP, crop_source
 
 # a trajectory cut off by the loop (too many turns, too long): masked out of the loss, and it never answered
 CUT_OFF = ("over_turn", "over_length")
@@ -31,14 +31,15 @@ def looks(sample: TrajectorySample) -> Looks:
     """Read from the views the loop appended: each crop request after the first turn added one view (a crop,
     or the original again), and the reply that asked for it says which image it cut from. A multiple-choice
     prompt has one original; single-turn tasks (counting, multi-image grounding) never ask."""
-    cut_off = sample.finish_reason in CUT_OFF
+    ended = sample.finish_reason == INVALID_CROP  # its last request got no view: count it here
+    cut_off = sample.finish_reason in CUT_OFF or ended
     if sample.turns <= 1:
-        return Looks(0, 0, 0, cut_off)
+        return Looks(int(ended), 0, 0, cut_off)
     asked = sample.views[1:]
     crops = [i for i, view in enumerate(asked) if view.region is not None]
     # the request for view i + 1 is reply i, made while i + 1 views were shown
     deeper = sum((crop_source(sample.text[i], i + 1) or 1) >= 2 for i in crops if i < len(sample.text))
-    return Looks(len(asked), len(crops), deeper, cut_off)
+    return Looks(len(asked) + ended, len(crops), deeper, cut_off)
 
 
 class RolloutSummary(NamedTuple):

@@ -86,6 +86,13 @@ def choice_correct(content: str, answer: str, choices: Sequence[str] = ()) -> bo
     return _plain(content) == own_text
 
 
+def with_direct_bonus(reward: float, asked: bool, bonus: float) -> float:
+    """Multi-turn: a right answer (reward 1) given without asking to look closer scores 1 + `bonus`, an
+    incentive to answer from the shrunk image when it suffices (fewer image tokens); a wrong one stays 0, so
+    accuracy still reads reward >= 1."""
+    return reward + bonus if reward >= 1.0 and not asked else reward
+
+
 def choice_reward(reply: str, answer: str, choices: Sequence[str] = ()) -> float:
     """1.0 if the last \\boxed{} of `reply` names option `answer` (its letter, or its text), else 0.0."""
     content = last_boxed(reply)

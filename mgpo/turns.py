@@ -6,6 +6,10 @@ import re
 
 from mgpo.boxes import BARE_JSON_WINDOW
 
+# the finish reason of a multi-turn trajectory ended at a crop request without a valid box
+# (rollout.invalid_crop: end): it asked to look closer and never answered
+INVALID_CROP = "invalid_crop"
+
 _IMAGE_KEY = re.compile(r'"image"\s*:\s*(-?\d{1,6})')
 
 

@@ -124,6 +124,19 @@ class RolloutConfig(_Section):
         le=10.0,
         description="multi-image grounding: weight of the <think>/<answer> format reward",
     )
+    invalid_crop: Literal["original", "end"] = Field(
+        "original",
+        description="multiturn: what a crop request without a valid box gets: the original again (the "
+        "paper's rule for its two turns), or the end of the trajectory at reward 0, kept in the loss (a format "
+        "penalty, so a malformed request is never a free extra turn)",
+    )
+    direct_bonus: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="multiturn: added to the reward of a right answer given without asking for a crop (an "
+        "incentive to answer from the shrunk image when it suffices: fewer image tokens); not in the paper",
+    )
     box_hint: bool = Field(
         False,
         description="not in the paper: show the box's JSON shape after the turn-1 text (for a model that does "
@@ -144,6 +157,11 @@ class RolloutConfig(_Section):
     def _budget(self) -> RolloutConfig:
         if self.box_hint and self.mode is Mode.MULTITURN:
             raise ValueError("box_hint is for the mgpo and grpo modes: multiturn states its own JSON")
+        if self.mode is not Mode.MULTITURN and (self.invalid_crop == "end" or self.direct_bonus):
+            raise ValueError(
+                "invalid_crop 'end' and direct_bonus are for the multiturn mode (the paper's two turns always "
+                "ask once and show the original again after an invalid box)"
+            )
         if self.tensor_parallel > 1 and (self.engine != "vllm" or self.gpus_per_actor < self.tensor_parallel):
             raise ValueError(
                 f"tensor_parallel {self.tensor_parallel} needs the vllm engine and gpus_per_actor >= "

@@ -130,6 +130,8 @@ def actor_spec(
         box_rule=r.box_rule.value,
         iou_reward=r.iou_reward,
         format_weight=r.format_weight,
+        invalid_crop=r.invalid_crop,
+        direct_bonus=r.direct_bonus,
         box_hint=r.box_hint,
         claim_idle_ms=config.queue.claim_idle_ms,
         max_deliveries=config.queue.max_deliveries,

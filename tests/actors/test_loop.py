@@ -7,6 +7,7 @@ from mgpo.boxes import Box
 from mgpo.crop import render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.records import PromptRecord, TaskKind
+from mgpo.resize import PixelBudget
 from mgpo.templates import GRPO, MGPO, VISION_TOKENS, first_prompt, followup, multiturn
 from tests.actors.conftest import BOX, REPLY1, REPLY_MT
 from tests.conftest import TINY_BUDGET
@@ -101,6 +102,26 @@ def test_multiturn_masks_out_trajectories_that_ask_for_too_many_crops(hf_box, sy
     assert sample.views[1].region is not None and sample.valid_grounding
     assert sample.finish_reason == "over_turn" and sample.turns == 2
     assert not sample.loss_mask.any()  # masked out of the loss, not punished with a reward
+
+
+def test_multiturn_ends_a_request_without_a_valid_box_at_reward_0_when_told(hf_box, synth_data):
+    # at 100 x 28^2 pixels (input ~280 px tall, not the taught 448x420) the taught model's crop request
+    # comes out malformed: a request (it stops at the closing fence) with no valid box
+    tok = Tokenizer(hf_box.tokenizer)
+    small = PixelBudget(min_pixels=64 * 28 * 28, max_pixels=100 * 28 * 28)
+    record = next(read_prompts(synth_data))
+    samples = {}
+    for rule in ("end", "original"):
+        settings = RolloutSettings(multiturn(1), small, n=1, max_turn_tokens=40, invalid_crop=rule)
+        loop = Loop(hf_box, tok, open_store(synth_data), settings)
+        samples[rule] = loop.rollout([record], seed=0)[0].samples[0]
+    ended, shown = samples["end"], samples["original"]
+    assert ended.text[0] == shown.text[0] and ended.text[0].endswith("```") and not ended.valid_grounding
+    # ended: one turn, reward 0, kept in the loss (the penalty)
+    assert (ended.finish_reason, ended.turns, ended.reward) == ("invalid_crop", 1, 0.0)
+    assert ended.loss_mask.any()
+    # the paper's rule: the original again and another turn
+    assert shown.turns == 2 and shown.views[1].region is None and shown.finish_reason != "invalid_crop"
 
 
 def test_counting_records_roll_out_single_turn_with_the_counting_reward(hf_box, synth_data, tmp_path):

@@ -71,6 +71,18 @@ def test_over_turn_counts_only_the_requests_that_were_served():
     assert looks(_sample(texts, [View(ORIGINAL, CROP), View(ORIGINAL)])) == Looks(2, 1, 0)
 
 
+def test_a_request_ended_for_its_invalid_box_asked_and_never_answered():
+    # rollout.invalid_crop: end: no view was added for the last request
+    first = _sample(['```json\n{"bbox_2d": [0, 0, 5}\n```'], [], finish_reason="invalid_crop")
+    assert looks(first) == Looks(1, 0, 0, cut_off=True) and not looks(first).direct
+    second = _sample(
+        [_ask(1), '```json\n{"bbox_2d": [9}\n```'], [View(ORIGINAL, CROP)], finish_reason="invalid_crop"
+    )
+    assert looks(second) == Looks(2, 1, 0, cut_off=True)
+    batch = summarize([TrajectoryGroup("g", "p", 0, (first, second), 1, 1)])
+    assert (batch.direct_answer_ratio, batch.valid_crop_ratio, batch.masked) == (0.0, 1 / 3, 0)
+
+
 def test_summary_ratios():
     group = TrajectoryGroup(
         id="g",

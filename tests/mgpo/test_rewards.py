@@ -12,6 +12,7 @@ from mgpo.rewards import (
     last_boxed,
     parse_points,
     point_match,
+    with_direct_bonus,
 )
 
 
@@ -61,6 +62,12 @@ def test_choice_reward_scores_only_the_last_boxed_answer():
     assert choice_reward(r"\boxed{c}", "C") == 1.0
     assert choice_reward(r"so \boxed{green bus}", "C", CHOICES) == 1.0
     assert choice_reward(r"\boxed{A red car}", "A", CHOICES) == 0.0
+
+
+def test_the_direct_bonus_goes_to_right_answers_that_asked_for_nothing():
+    assert with_direct_bonus(1.0, asked=False, bonus=0.2) == 1.2
+    assert with_direct_bonus(1.0, asked=True, bonus=0.2) == 1.0
+    assert with_direct_bonus(0.0, asked=False, bonus=0.2) == 0.0  # a wrong answer earns nothing for haste
 
 
 def test_grounding_score_weighs_format_and_takes_the_iou_or_its_hit():

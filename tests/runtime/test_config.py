@@ -75,6 +75,13 @@ def test_cross_field_problems_say_how_to_fix_them():
     assert parse_config({"learner": {"sync_every": 3, "max_staleness": 2}}).learner.max_staleness == 2
     with pytest.raises(ConfigError, match="box_hint is for the mgpo and grpo modes"):
         parse_config({"rollout": {"mode": "multiturn", "box_hint": True}})
+    for knob in ({"invalid_crop": "end"}, {"direct_bonus": 0.2}):
+        with pytest.raises(ConfigError, match="are for the multiturn mode"):
+            parse_config({"rollout": {"mode": "mgpo", **knob}})
+    multiturn = {"mode": "multiturn", "invalid_crop": "end", "direct_bonus": 0.2}
+    assert parse_config({"rollout": multiturn}).rollout.direct_bonus == 0.2
+    with pytest.raises(ConfigError, match="invalid_crop"):
+        parse_config({"rollout": {"mode": "multiturn", "invalid_crop": "retry"}})
     with pytest.raises(ConfigError, match="warmup_steps is for the random tiny model"):
         parse_config({"model": {"path": "/models/qwen2.5-vl-7b", "warmup_steps": 10}})
 
