@@ -1,7 +1,7 @@
 """Actor membership: the rollout actors of a run, reconciled towards `desired_actors` between learner steps.
 
 An actor is `joining` while its constructor runs (it loads the learner's current weights from a snapshot
-before it takes any prompt), then a member (`running`; it joins the broadcast group at the next sync), then
+before it takes any prompt; its `run`, called with it, starts as the constructor returns), then a member (`running`; it joins the broadcast group at the next sync), then
 `leaving` once asked to stop (it finishes its batch, so its prompts are acked rather than reclaimed). A
 member whose `run` call returned has died: it is dropped, and the reconcile adds a replacement; its
 unacknowledged prompts are reclaimed by the others (runtime.queue)."""
@@ -65,6 +65,10 @@ class Membership:
         )
         self.started += 1
         self.joining[name] = (handle, handle.health.remote())
+        # `run` now: Ray starts it the moment the constructor returns. Called at admission instead, it waited
+        # for the driver's next look around, after a learner wait of up to step_timeout_s (on 2 cores ~6 s
+        # of a 23 s first step, the actor ready and idle).
+        self.runs[name] = handle.run.remote()  # type: ignore[attr-defined]
         self.console.print(f"actor {name} starting (weights v{version})")
 
     def remove(self, name: str) -> None:
@@ -99,10 +103,10 @@ class Membership:
                 self.pids[name], self.init_seconds[name] = health["pid"], health["init_seconds"]
             except ray.exceptions.RayError as err:
                 self.console.print(f"[red]actor {name} failed to start[/]: {shown(err)}")
+                self.runs.pop(name, None)
                 close_actor(handle)
                 continue
             self.members[name] = handle
-            self.runs[name] = handle.run.remote()  # type: ignore[attr-defined]
             self.console.print(f"actor {name} running; joins the broadcast group at the next sync")
 
     def _bury(self) -> None:
@@ -138,6 +142,7 @@ class Membership:
 
     def close_all(self, timeout_s: float = 120.0) -> None:
         """Ask every member to stop, give them `timeout_s` to finish their batch, then close everything."""
+        self._admit()  # a constructed actor is already running: it gets the members' orderly stop
         for name in list(self.members):
             self.remove(name)
         deadline = time.monotonic() + timeout_s
