@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from runtime.lifetime import child_env
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -19,7 +21,7 @@ def run_mgpo(*args: str) -> None:
     """`mgpo ARGS` in a child process (each RL run starts its own Ray and Redis); raises when it fails."""
     command = [sys.executable, "-m", "services.cli", *args]
     print("$ mgpo " + " ".join(args), flush=True)
-    with subprocess.Popen(command) as child:
+    with subprocess.Popen(command, env=child_env()) as child:
         try:
             code = child.wait()
         except BaseException:  # interrupted: a stage left running would write into a later one

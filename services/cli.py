@@ -13,6 +13,7 @@ from typing import Any
 
 from mgpo.data.loaders import LOADERS
 from mgpo.resize import FACTOR, PixelBudget
+from runtime.lifetime import die_with_parent
 
 # Kept in step with mgpo.models.tiny.SIZES by a test; importing it here would load transformers for --help.
 TINY_SIZES = ("m", "s", "xs")
@@ -825,6 +826,7 @@ def _passive_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _passive_threads()
+    die_with_parent()  # a recipe's stage: ends with the recipe, even one killed outright
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
