@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from recipes.stages import CONFIGS as ALL_CONFIGS
-from recipes.stages import Stages, run_mgpo, train_stage, write_config
+from recipes.stages import Stages, run_mgpo, settle_changes, train_stage, write_config
 from runtime.config import SFTConfig, load_sft_config
 
 METHODS = ("mgpo", "grpo", "multiturn")
@@ -141,11 +141,10 @@ def _cold_start(root: Path, plan: Plan, stages: Stages) -> SFTConfig:
 def _settle(root: Path, plan: Plan, cold_start: SFTConfig, stages: Stages) -> SFTConfig:
     """1b. More SFT of the cold start, its format boxes on the right tag (configs/reproduce/settle.yaml over
     sft.yaml)."""
-    changes = yaml.safe_load((CONFIGS / "settle.yaml").read_text())
-    changes.update(
+    changes = settle_changes(
+        cold_start.run_dir / "model",
         output_dir=str(root),
         seed=plan.seed,
-        model={"path": str(cold_start.run_dir / "model")},
         data=cold_start.data.model_dump(mode="json", exclude_none=True),
     )
     return _sft_stage("settle", root, plan, changes, stages)

@@ -22,11 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from mgpo.data.dataset import META_FILE, write_synthetic
 from recipes.distill import MAX_CROPS
-from recipes.stages import CONFIGS, Stages, run_mgpo, train_stage, write_config
+from recipes.stages import CONFIGS, Stages, run_mgpo, settle_changes, train_stage, write_config
 from runtime.config import load_sft_config
 
 BUDGET = ("--min-pixels", "50176", "--max-pixels", "50176")
@@ -52,8 +50,7 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     data = _splits(root, plan, stages)
     small = {"train_n": 4, "eval_n": 2} if smoke else {}
     cold_start = _sft("looks-cold-start", root, plan, {"data": small}, stages)
-    settle = yaml.safe_load((CONFIGS / "reproduce" / "settle.yaml").read_text())
-    settle |= {"name": "looks-settle", "model": {"path": str(cold_start)}, "data": small}
+    settle = settle_changes(cold_start, name="looks-settle", data=small)
     settled = _sft("looks-settle", root, plan, settle, stages, source="looks-cold-start")
     mgpo = _rl("looks-mgpo", root, plan, settled, data["train"], stages)
     distilled = root / "distilled"

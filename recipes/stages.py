@@ -32,6 +32,13 @@ def run_mgpo(*args: str) -> None:
         raise subprocess.CalledProcessError(code, command)
 
 
+def settle_changes(cold_start_model: Path, **changes: object) -> dict:
+    """The settle stage's SFT changes (configs/reproduce/settle.yaml: the turn-1 format examples' boxes on the
+    question's target) for the cold start whose model is `cold_start_model`, with `changes` over them."""
+    settle = yaml.safe_load((CONFIGS / "reproduce" / "settle.yaml").read_text())
+    return {**settle, "model": {"path": str(cold_start_model)}, **changes}
+
+
 def write_config(source: Path, out: Path, changes: dict[str, dict | str | int]) -> Path:
     """`source` with `changes` merged in (one level deep), written to `out`: the exact config of a stage."""
     raw = yaml.safe_load(source.read_text())
