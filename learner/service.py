@@ -84,19 +84,45 @@ class Learner:
 
     def __init__(self, spec: LearnerSpec, rank: int = 0, rendezvous: tuple[str, int] | None = None) -> None:
         # transformers (3.4 s of imports) here, not at the module's top: the driver imports this module
-        from mgpo.models.tiny import load_policy, load_processor
+        from mgpo.models.tiny import load_processor
 
         self.spec, self.rank, self.head = spec, rank, rank == 0
         if spec.cpu_affinity:
             pin(spec.cpu_affinity, "learner.cpu_affinity")
         torch.manual_seed(spec.seed)
-        if spec.world_size == 1:
+        self._join_ranks(rendezvous)
+        self._build_model()
+        self.processor = load_processor(spec.model_path)
+        self.store = ImageStore(spec.image_store)
+        self.checkpoints = Path(spec.run_dir) / "checkpoints"
+        self.version = 0
+        # ZeRO-3 shards the weights: every rank takes part in gathering them (sync, snapshot, export)
+        self.sharded = spec.engine.zero_stage == 3
+        self.plan = plan_buckets(state_shapes(self.engine.module), spec.bucket_bytes)
+        self.counters = {"used": 0, "stale": 0, "duplicate": 0, "unreadable": 0}
+        self._uncommitted: list[tuple[str, str]] = []  # (message id, group id) used since the checkpoint
+        self._carry: list[TrajectoryGroup] = []  # collected for a step that timed out
+        self._ready: dict[str, Prepared] = {}  # batches built while the learner waited for more groups
+        self.metrics: LearnerMetrics | None = None
+        if self.head:
+            self._start_head()
+        elif spec.resume:
+            self._restore_engine(latest_checkpoint(self.checkpoints))
+
+    def _join_ranks(self, rendezvous: tuple[str, int] | None) -> None:
+        if self.spec.world_size == 1:
             init_single_rank()
             self.ranks = Ranks()
-        else:
-            assert rendezvous is not None, "a learner of several ranks meets at the driver's store"
-            init_ranks(rank, spec.world_size, *rendezvous)
-            self.ranks = Ranks(rank, spec.world_size, torch.distributed.all_reduce)
+            return
+        assert rendezvous is not None, "a learner of several ranks meets at the driver's store"
+        init_ranks(self.rank, self.spec.world_size, *rendezvous)
+        self.ranks = Ranks(self.rank, self.spec.world_size, torch.distributed.all_reduce)
+
+    def _build_model(self) -> None:
+        """The policy under DeepSpeed (LoRA adapters only, when configured) and the KL reference."""
+        from mgpo.models.tiny import load_policy
+
+        spec = self.spec
         dtype = torch.bfloat16 if spec.engine.dtype == "bf16" else torch.float32
         model = load_policy(spec.model_path, dtype=dtype)
         if spec.update.gradient_checkpointing:
@@ -118,33 +144,19 @@ class Learner:
         elif spec.loss.kl_coef > 0:
             frozen = load_policy(spec.model_path, dtype=dtype).to(device).eval().requires_grad_(False)
             self.reference = Reference(frozen)
-        self.processor = load_processor(spec.model_path)
-        self.store = ImageStore(spec.image_store)
-        self.checkpoints = Path(spec.run_dir) / "checkpoints"
-        self.version = 0
-        # ZeRO-3 shards the weights: every rank takes part in gathering them (sync, snapshot, export)
-        self.sharded = spec.engine.zero_stage == 3
-        self.plan = plan_buckets(state_shapes(self.engine.module), spec.bucket_bytes)
-        self.counters = {"used": 0, "stale": 0, "duplicate": 0, "unreadable": 0}
-        self._uncommitted: list[tuple[str, str]] = []  # (message id, group id) used since the checkpoint
-        self._carry: list[TrajectoryGroup] = []  # collected for a step that timed out
-        self._ready: dict[str, Prepared] = {}  # batches built while the learner waited for more groups
-        self.metrics: LearnerMetrics | None = None
-        if not self.head:
-            if spec.resume:
-                self._restore_engine(latest_checkpoint(self.checkpoints))
-            return
+
+    def _start_head(self) -> None:
+        """Rank 0's own: the queue, the ledger, a resumed run's state, the Prometheus endpoint."""
+        spec = self.spec
         self.queue = Queue(redis.Redis.from_url(spec.redis_url), spec.run, "learner")
         self.queue.ensure_groups()
         self.run_state = RunState(self.queue.client, spec.run)
         self.ledger = Path(spec.run_dir) / "ledger.jsonl"
         self.ledger.parent.mkdir(parents=True, exist_ok=True)
-
         self._seen: set[str] = set()
         self._backlog: list[tuple[str, TrajectoryGroup]] = []
         if spec.resume:
             self._restore(latest_checkpoint(self.checkpoints))
-
         self._store: torch.distributed.TCPStore | None = None
         self._group: tuple[int, object] | None = None
         self._generation = 0
