@@ -64,6 +64,16 @@ def test_choice_reward_scores_only_the_last_boxed_answer():
     assert choice_reward(r"\boxed{A red car}", "A", CHOICES) == 0.0
 
 
+def test_a_repeated_content_is_graded_once_with_the_same_verdict():
+    from mgpo.rewards import _mathruler_equal
+
+    _mathruler_equal.cache_clear()
+    verdicts = [choice_reward(r"\boxed{B}", "A") for _ in range(8)] + [choice_reward(r"\boxed{b}", "B")]
+    assert verdicts == [0.0] * 8 + [1.0]
+    info = _mathruler_equal.cache_info()
+    assert (info.misses, info.hits) == (2, 7)  # sympy ran for ("B", "A") once and ("b", "B") once
+
+
 def test_the_direct_bonus_goes_to_right_answers_that_asked_for_nothing():
     assert with_direct_bonus(1.0, asked=False, bonus=0.2) == 1.2
     assert with_direct_bonus(1.0, asked=True, bonus=0.2) == 1.0
