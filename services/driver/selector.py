@@ -22,7 +22,6 @@ from mgpo.records import PromptRecord
 from mgpo.resize import PixelBudget
 from recipes.select import PASS_RATES, done_rates, keep, log_rate
 from runtime.config import RunConfig
-from services.driver.messages import first_line
 from services.driver.trainer import Trainer
 
 
@@ -51,7 +50,7 @@ class Selector(Trainer):
         # the pass-rates file, not the queue, is the record of what is done: a stopped selection's private
         # Redis is not reopened (its prompts were fed from an older to-do list)
         shutil.rmtree(self.run_dir / "redis", ignore_errors=True)
-        try:
+        with self._ending():  # stopped, failed or finished, as a training run
             self._prepare()
             self.run_state.set(groups_per_step=0, fed=0)  # no learner to keep up with: admission unbounded
             rates = done_rates(self.out)
@@ -61,16 +60,6 @@ class Selector(Trainer):
                 self._start_feeder()
                 self._collect({r.id: r for r in self.records}, rates)
             self._set_status("finished")
-        except (
-            KeyboardInterrupt
-        ):  # as for a training run: stopped, not failed (the same command continues it)
-            self._set_status("stopped")
-            raise
-        except BaseException as err:
-            self._set_status("failed", error=first_line(err))
-            raise
-        finally:
-            self._shutdown()
         meta = {"source": str(self.data_dir), "model": str(self.model_path), "run": self.config.name}
         store, n = open_store(self.data_dir), self.config.rollout.n
         return keep(everything, rates, store, self.out, n, self.bounds, meta)

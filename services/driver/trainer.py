@@ -5,11 +5,13 @@ checkpoints first, then stops."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -210,7 +212,7 @@ class Trainer:
     # ---- the run --------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, object]:
-        try:
+        with self._ending(on_interrupt=self._checkpoint_on_interrupt):
             self._prepare()
             self.metrics = MetricsLog(self.run_dir)
             self.console.print(f"starting the learner (DeepSpeed ZeRO-{self.config.learner.zero_stage})")
@@ -226,10 +228,16 @@ class Trainer:
             finally:
                 self.totals["loop"] = time.perf_counter() - started
             self._set_status("stopped" if stopped else "finished")
+        return self.summary()
+
+    @contextlib.contextmanager
+    def _ending(self, on_interrupt: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """How the body ends sets the run's status: Ctrl-C or SIGTERM `stopped` (the same command continues
+        it), any other error `failed` with its first line; everything is shut down after, either way."""
+        try:
+            yield
         except KeyboardInterrupt:
-            if hasattr(self, "learner"):  # interrupted in set-up there is nothing to checkpoint yet
-                self.console.print("[yellow]interrupted[/]: writing a checkpoint before stopping")
-                self._checkpoint()
+            on_interrupt()
             self._set_status("stopped")
             raise
         except BaseException as err:
@@ -237,7 +245,11 @@ class Trainer:
             raise
         finally:
             self._shutdown()
-        return self.summary()
+
+    def _checkpoint_on_interrupt(self) -> None:
+        if hasattr(self, "learner"):  # interrupted in set-up there is nothing to checkpoint yet
+            self.console.print("[yellow]interrupted[/]: writing a checkpoint before stopping")
+            self._checkpoint()
 
     def _loop(self, version: int, total: int) -> bool:
         """Train until `total` steps, the data's end or a stop request (returns True for the latter)."""
