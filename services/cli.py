@@ -103,6 +103,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         position_cue=args.position_cue,
         index_cue=args.index_cue,
         grounding_sides=tuple(args.grounding_sides),
+        grounding_images=tuple(args.grounding_images),
         looks=tuple(args.looks),
     )
     start = time.perf_counter()
@@ -478,6 +479,12 @@ def _synth_command(data: Subparsers) -> None:
         type=_int_list,
         default=(448, 896),
         help="--task grounding: MIN,MAX side of each image in px (default 448,896)",
+    )
+    synth.add_argument(
+        "--grounding-images",
+        type=_int_list,
+        default=(2, 4),
+        help="--task grounding: MIN,MAX images per prompt (default 2,4)",
     )
     synth.add_argument(
         "--looks",

@@ -58,11 +58,13 @@ def rationale(record: PromptRecord, input_sizes: Sequence[tuple[int, int]]) -> s
     others = [str(i) for i in range(1, len(input_sizes) + 1) if i != image]
     share = (t.x2 - t.x1) * (t.y2 - t.y1)
     size = "small" if share < 0.05 else "large" if share > 0.25 else "medium-sized"
+    where = f"it is {size}, in the {position_words(t)} of image {image}.</think>"
+    if not others:  # one image: nothing to rule out
+        return f"<think>I look for {looking} in the image: {where}" + answer_text(image, box)
     think = (
         f"<think>I look for {looking} in each of the {len(input_sizes)} images. "
         f"Image{'s' if len(others) > 1 else ''} {', '.join(others)} do{'' if len(others) > 1 else 'es'} not show it. "
-        f"The {ORDINALS[image - 1] if image <= len(ORDINALS) else f'number {image}'} image does: it is {size}, "
-        f"in the {position_words(t)} of image {image}.</think>"
+        f"The {ORDINALS[image - 1] if image <= len(ORDINALS) else f'number {image}'} image does: {where}"
     )
     return think + answer_text(image, box)
 

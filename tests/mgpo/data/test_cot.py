@@ -35,6 +35,17 @@ def test_a_rationale_reasons_to_the_right_answer_in_the_papers_format():
     assert graded.format == 1.0 and graded.iou == pytest.approx(1.0, abs=0.01)
 
 
+def test_a_one_image_rationale_rules_nothing_out():
+    record = PromptRecord(
+        "r1", TaskKind.MULTI_IMAGE_GROUNDING, _record().question, ("a" * 64,), "1", target_box=TRUE_BOX
+    )
+    reply = rationale(record, [(448, 448)])
+    assert reply == (
+        "<think>I look for the tag printed with the character K in the image: it is small, in the top centre"
+        ' of image 1.</think><answer>{"image": 1, "bbox_2d": [224, 45, 314, 134]}</answer>'
+    )
+
+
 def test_a_rationale_needs_a_grounding_record_with_its_box():
     with pytest.raises(ValueError, match="true box"):
         rationale(_record(box=None), [(448, 448)] * 3)

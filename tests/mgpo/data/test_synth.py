@@ -131,6 +131,17 @@ def test_grounding_images_take_their_sides_from_the_knobs():
         synth_grounding_sample(0, 3, SynthKnobs(tag_size=128, grid=4))
 
 
+def test_grounding_prompts_hold_as_many_images_as_the_knobs_say():
+    counts = {len(synth_grounding_sample(0, i).images) for i in range(40)}
+    assert counts == {2, 3, 4}  # the default, drawn as before the knob existed
+    single = synth_grounding_sample(0, 5, SynthKnobs(grounding_images=(1, 1)))
+    assert len(single.images) == 1 and single.answer == "1"
+    with pytest.raises(ValueError, match="grounding_images is MIN,MAX"):
+        SynthKnobs(grounding_images=(0, 2))
+    with pytest.raises(ValueError, match="index_cue tells 4 images apart"):
+        SynthKnobs(grid=4, clutter=0, position_cue=True, index_cue=True, grounding_images=(2, 5))
+
+
 def test_counting_sample_has_one_point_per_red_disc():
     s = synth_counting_sample(0, 1)
     assert int(s.answer) == len(s.points) >= 1
