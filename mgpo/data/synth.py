@@ -87,8 +87,6 @@ class SynthKnobs:
             problems.append(f"grid must be 0 (free placement) or 2..16, got {self.grid}")
         if self.grid and self.grid**2 < self.distractors + 1:
             problems.append(f"a {self.grid}x{self.grid} grid has no room for {self.distractors + 1} tags")
-        if self.index_cue and self.grounding_images[-1] > 4:
-            problems.append("index_cue tells 4 images apart: grounding_images MAX must be <= 4")
         if self.index_cue and not self.position_cue:
             problems.append("index_cue colours position_cue's background: it needs position_cue")
         if self.position_cue and self.clutter:
@@ -105,6 +103,8 @@ class SynthKnobs:
             problems.append(
                 f"grounding_images is MIN,MAX with 1 <= MIN <= MAX <= {len(GLYPHS)}, got {counts}"
             )
+        elif self.index_cue and counts[1] > 4:  # checked after the shape: an empty pair has no MAX
+            problems.append("index_cue tells 4 images apart: grounding_images MAX must be <= 4")
         if not self.looks or not set(self.looks) <= {0, 1, 2}:
             problems.append(f"looks must be a non-empty subset of 0, 1, 2, got {self.looks}")
         if problems:
