@@ -1,17 +1,21 @@
 """`mgpo data distill`: an MGPO-trained policy's own solutions, rewritten into the multi-turn format.
 
-For every multiple-choice question, the shortest way the policy solves it (mgpo.data.distill.LookPath).
-Each question is asked `n` times, each time with its options in another order (`variants`): a policy that
-cannot read the detail and guesses a favourite letter then passes about one time in the number of options,
-not every time. The pass rate is the share of the `n` answers that named the right option:
-1. no crop: shown the whole image alone (the recognition prompt), a pass rate of at least `direct_bar`;
-2. one crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop in at least `crop_bar`;
-   the path is the first such sample's own box, its crop, the answer;
-3. a crop of the crop: its most frequent first crop, cut out and given to it as the image of new MGPO
-   rollouts; a box there and a right answer in at least `crop_bar` gives two crops.
+For every multiple-choice question, the way the policy solves it (mgpo.data.distill.LookPath). Each
+question is asked `n` times, each time with its options in another order (`variants`): a policy that cannot
+read the detail and guesses a favourite letter then passes about one time in the number of options, not
+every time. A pass rate is the share of the `n` answers that named the right option, three per question:
+- direct: shown the whole image alone (the recognition prompt);
+- blind: the same, the image blurred past reading: what a guess scores (with options in a fixed order a
+  favourite letter passes every time, so only `direct - blind` says the policy read the detail);
+- crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop.
+`first_way` (the bars) picks a direct answer or the first solved sample's own box, its crop and the answer;
+where neither clears its bar, a crop of the crop: the policy's most frequent first crop, cut out and given to
+it as the image of new MGPO rollouts; a box there and a right answer often enough gives two crops.
 Questions solved by none are left out (counted). Each path's boxes are in pixels of the view they cut from,
 as the multi-turn loop reads them, and its regions are the loop's own (`crop_region`), so SFT on the folder
-teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce.
+teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce. `rates.jsonl` keeps
+every question's three rates, kept or not, and `distill.json` their means per category: how much a look
+adds, category by category.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from PIL import ImageFilter
 from tqdm import tqdm
 
 from actors.engine import Engine, Prompt, Sampling
@@ -35,7 +40,7 @@ from mgpo.boxes import Box, parse_box
 from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
 from mgpo.crop import crop_region, render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_subset
-from mgpo.data.distill import LookPath, answer_turn, crop_request, looks_share, write_paths
+from mgpo.data.distill import Bars, LookPath, answer_turn, crop_request, first_way, looks_share, write_paths
 from mgpo.images import ImageStore
 from mgpo.records import PromptRecord, TaskKind, TrajectorySample
 from mgpo.resize import PixelBudget
@@ -43,6 +48,10 @@ from mgpo.rewards import choice_reward
 from mgpo.templates import LETTERS, format_choices, single_prompt
 from recipes.evaluate import eval_spec
 
+RATES_FILE = "rates.jsonl"  # every question's pass rates without a crop and with one
+# Blurring the whole view by 4 of its pixels wipes every stripe and glyph a 224-px view can show (the looks
+# set's coarsest stripes are ~2 view pixels wide) and keeps layout and colours: what is left is a guess.
+BLUR_RADIUS = 4.0
 MAX_CROPS = 2  # the paths go up to a crop of a crop; RL must allow as many (rollout.max_crops)
 
 
@@ -65,14 +74,22 @@ Ask = Callable[[PromptRecord], list[PromptRecord]]  # a question -> the variants
 
 
 def direct_rates(
-    policy: Engine, records: Sequence[PromptRecord], store: ImageStore, budget: PixelBudget, ask: Ask
+    policy: Engine,
+    records: Sequence[PromptRecord],
+    store: ImageStore,
+    budget: PixelBudget,
+    ask: Ask,
+    blind: bool = False,
 ) -> dict[str, float]:
-    """Each question's pass rate from the whole image alone over its variants, at temperature 1."""
+    """Each question's pass rate from the whole image alone over its variants, at temperature 1. `blind`:
+    from the whole image blurred past reading (BLUR_RADIUS), what the policy answers without the detail."""
     tok = Tokenizer(engine_tokenizer(policy))
     sampling = Sampling(n=1, max_tokens=32, temperature=1.0, stop_ids=(tok.im_end,), seed=0)
     rates = {}
-    for record in tqdm(records, desc="distill: no crop", unit="question"):
+    for record in tqdm(records, desc=f"distill: no crop{' (blind)' if blind else ''}", unit="question"):
         image = render_view(store.get(record.images[0]), None, budget)
+        if blind:
+            image = image.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
         asked = ask(record)
         texts = [
             RECOGNITION_PROMPT.format(question=v.question, choices=format_choices(v.choices)) for v in asked
@@ -125,12 +142,10 @@ def _passes(samples: Sequence[TrajectorySample], bar: float) -> TrajectorySample
 
 
 def one_crop_path(
-    loop: Loop, record: PromptRecord, samples: Sequence[TrajectorySample], budget: PixelBudget, bar: float
-) -> LookPath | None:
-    """Solved by the MGPO rollouts with a valid crop often enough: their own box, crop and the answer."""
-    sample = _passes(samples, bar)
-    if sample is None:
-        return None
+    loop: Loop, record: PromptRecord, samples: Sequence[TrajectorySample], budget: PixelBudget
+) -> LookPath:
+    """The first MGPO rollout solved with a valid crop: its own box, its crop and the answer."""
+    sample = next(s for s in samples if _solved(s))
     whole = view_input_size(loop.original_size(record.images[0]), None, budget)
     turns = (crop_request(_first_box(sample, whole, loop), 1), answer_turn(record.answer))
     return LookPath(turns, (sample.views[1].region,))  # type: ignore[arg-type]
@@ -169,28 +184,36 @@ def two_crop_path(
     return LookPath(turns, (region, second))
 
 
-def shortest_paths(
+def crop_rate(samples: Sequence[TrajectorySample]) -> float:
+    """The share of MGPO rollouts solved with a valid crop."""
+    return sum(_solved(s) for s in samples) / len(samples) if samples else 0.0
+
+
+def best_paths(
     loop: Loop,
     records: Sequence[PromptRecord],
     direct: dict[str, float],
+    blind: dict[str, float],
     budget: PixelBudget,
     ask: Ask,
-    direct_bar: float,
-    crop_bar: float,
-) -> dict[str, LookPath]:
-    """Each question's shortest solved path (none: left out)."""
-    paths = {}
+    bars: Bars,
+) -> tuple[dict[str, LookPath], dict[str, float]]:
+    """Each question's path by `first_way` (none: left out), and its one-crop pass rate (rolled out for every
+    question, so `first_way` can weigh a crop against a direct answer and `rates.jsonl` tells what it adds)."""
+    paths, crops = {}, {}
     for record in tqdm(records, desc="distill", unit="question"):
-        if direct[record.id] >= direct_bar:
-            paths[record.id] = LookPath((answer_turn(record.answer),), ())
-            continue
         samples = mgpo_samples(loop, record, ask)
-        path = one_crop_path(loop, record, samples, budget, crop_bar) or two_crop_path(
-            loop, record, samples, budget, ask, crop_bar
-        )
+        crops[record.id] = crop_rate(samples)
+        way = first_way(direct[record.id], blind[record.id], crops[record.id], bars)
+        if way == 0:
+            path: LookPath | None = LookPath((answer_turn(record.answer),), ())
+        elif way == 1:
+            path = one_crop_path(loop, record, samples, budget)
+        else:
+            path = two_crop_path(loop, record, samples, budget, ask, bars.crop)
         if path is not None:
             paths[record.id] = path
-    return paths
+    return paths, crops
 
 
 def distill(
@@ -200,12 +223,11 @@ def distill(
     n: int = 8,
     engine: str = "vllm",
     budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
-    direct_bar: float = 0.75,
-    crop_bar: float = 0.5,
+    bars: Bars = Bars(),
     shuffle: bool = True,
 ) -> dict[str, object]:
     """Write the SFT folder `out`: the multiple-choice questions of `data` the policy `model` solves, each
-    with its shortest path (`paths.jsonl`), and `distill.json` (how many took 0, 1, 2 crops, per category)."""
+    with its path (`paths.jsonl`), and `distill.json` (how many took 0, 1, 2 crops, per category)."""
     source = open_store(data)
     records = [r for r in read_prompts(data) if r.kind is TaskKind.MULTIPLE_CHOICE]
     if not records:
@@ -219,34 +241,57 @@ def distill(
     try:
         ask = functools.partial(variants, n=n, shuffle=shuffle)
         direct = direct_rates(policy, records, work, budget, ask)
+        blind = direct_rates(policy, records, work, budget, ask, blind=True)
         loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
-        paths = shortest_paths(loop, records, direct, budget, ask, direct_bar, crop_bar)
+        paths, crops = best_paths(loop, records, direct, blind, budget, ask, bars)
     finally:
         policy.close()
         shutil.rmtree(work.root.parent)  # copies and cut-out crops: the folder keeps what it teaches
     kept = [r for r in records if r.id in paths]
-    summary = _summary(
-        records, paths, {"n": n, "shuffle": shuffle, "direct_bar": direct_bar, "crop_bar": crop_bar}
-    )
+    settings = {"n": n, "shuffle": shuffle, "bars": bars._asdict()}
+    rates = {"direct": direct, "blind": blind, "crop": crops}
+    summary = _summary(records, paths, rates, settings)
     meta = {"format": "mgpo-distilled", "source": data, "model": model, "max_crops": MAX_CROPS}
     meta |= {"min_pixels": budget.min_pixels, "max_pixels": budget.max_pixels, **summary}
     write_subset(folder, kept, source, meta)
     write_paths(folder, {r.id: paths[r.id] for r in kept})
+    _write_rates(folder / RATES_FILE, records, rates)
     (folder / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({"out": str(folder), **summary["looks"], "kept": len(kept), "questions": len(records)}))  # type: ignore[dict-item]
     return summary
 
 
+def _write_rates(file: Path, records: Sequence[PromptRecord], rates: dict[str, dict[str, float]]) -> None:
+    """Every question's pass rates, kept or not: what the bars chose from."""
+    with open(file, "w") as out:
+        for r in records:
+            line = {"id": r.id, "category": r.category, **{way: rate[r.id] for way, rate in rates.items()}}
+            out.write(json.dumps(line) + "\n")
+
+
 def _summary(
-    records: Sequence[PromptRecord], paths: dict[str, LookPath], settings: dict[str, object]
+    records: Sequence[PromptRecord],
+    paths: dict[str, LookPath],
+    rates: dict[str, dict[str, float]],
+    settings: dict[str, object],
 ) -> dict[str, object]:
     by_category: dict[str, Counter[str]] = {}
+    totals: dict[str, dict[str, float]] = {}
     for r in records:
+        category = r.category or "-"
         taken = f"look{paths[r.id].looks}" if r.id in paths else "unsolved"
-        by_category.setdefault(r.category or "-", Counter())[taken] += 1
+        by_category.setdefault(category, Counter())[taken] += 1
+        for way, rate in rates.items():
+            totals.setdefault(category, {}).setdefault(way, 0.0)
+            totals[category][way] += rate[r.id]
+    mean_rates = {
+        c: {way: round(total / sum(by_category[c].values()), 3) for way, total in ways.items()}
+        for c, ways in sorted(totals.items())
+    }
     return {
         "questions": len(records),
         **settings,
         "looks": looks_share(list(paths.values())),
         "by_category": {c: dict(sorted(v.items())) for c, v in sorted(by_category.items())},
+        "mean_rates": mean_rates,  # per category: the pass rate without a crop and with one
     }

@@ -7,8 +7,9 @@
    zoom, never the combined task; its settle (configs/reproduce/settle.yaml over it: the turn-1 format
    examples' boxes on the question's tag, as in `mgpo reproduce`); then MGPO RL (looks-mgpo.yaml) from it:
    the two-turn policy.
-3. `mgpo data distill` from it: each train question's shortest solved path (no crop, a crop, a crop of the
-   crop) in the multi-turn format.
+3. `mgpo data distill` from it: each train question's way the policy solves it (no crop where it reads the
+   detail from the whole image better than a guess and than a crop, else a crop, else a crop of the crop)
+   in the multi-turn format.
 4. `mgpo sft` (looks-sft.yaml) of the MGPO policy on those paths: the autonomous format.
 5. Multi-turn RL (looks-multiturn.yaml) from there: same steps, prompts and settings as stage 2.
 6. `mgpo eval` on the test split: MGPO in its two turns, the SFT and RL policies in the multi-turn mode

@@ -190,10 +190,15 @@ def _select_on_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_data_distill(args: argparse.Namespace) -> int:
+    from mgpo.data.distill import Bars
     from recipes.distill import distill
 
-    if not (0.0 <= args.crop_bar <= 1.0 and 0.0 <= args.direct_bar <= 1.0):
-        print("mgpo data distill: --direct-bar and --crop-bar are pass rates in 0..1", file=sys.stderr)
+    bars = Bars(args.direct_bar, args.blind_margin, args.crop_bar)
+    if not all(0.0 <= v <= 1.0 for v in bars):
+        print(
+            "mgpo data distill: --direct-bar, --blind-margin and --crop-bar are pass rates in 0..1",
+            file=sys.stderr,
+        )
         return 2
     distill(
         args.model,
@@ -202,8 +207,7 @@ def cmd_data_distill(args: argparse.Namespace) -> int:
         n=args.n,
         engine=args.engine or _default_engine(),
         budget=PixelBudget(args.min_pixels, args.max_pixels),
-        direct_bar=args.direct_bar,
-        crop_bar=args.crop_bar,
+        bars=bars,
         shuffle=not args.keep_option_order,
     )
     return 0
@@ -404,7 +408,7 @@ def _data_commands(commands: Subparsers) -> None:
 
     distill = data.add_parser(
         "distill",
-        help="self-distillation: an MGPO policy's shortest solutions (no crop, a crop, a crop of a crop) "
+        help="self-distillation: an MGPO policy's own solutions (no crop, a crop, a crop of a crop) "
         "as multi-turn SFT data",
     )
     distill.add_argument("--model", required=True, help="an MGPO-trained policy (HF folder, e.g. RUN/final)")
@@ -412,7 +416,13 @@ def _data_commands(commands: Subparsers) -> None:
     distill.add_argument("--out", required=True, help="the SFT folder to write (paths.jsonl)")
     distill.add_argument("--n", type=int, default=8, help="samples per question and way (default 8)")
     distill.add_argument(
-        "--direct-bar", type=float, default=0.75, help="pass rate that makes a direct answer (default 0.75)"
+        "--direct-bar", type=float, default=0.5, help="pass rate that makes a direct answer (default 0.5)"
+    )
+    distill.add_argument(
+        "--blind-margin",
+        type=float,
+        default=0.25,
+        help="and how much it must beat the pass rate from the blurred image, a guess's (default 0.25)",
     )
     distill.add_argument(
         "--crop-bar", type=float, default=0.5, help="pass rate that makes a crop path (default 0.5)"

@@ -1,8 +1,8 @@
 """Self-distillation into the autonomous multi-turn format (`rollout.mode: multiturn`).
 
 A path is how a question was solved: the model's turns (crop requests, then the answer) and the crop regions
-they gave, in original pixels. `mgpo data distill` finds, for each question, the shortest path an
-MGPO-trained policy solves it by (no crop, one crop, a crop of the crop) and writes it here; `mgpo sft`
+they gave, in original pixels. `mgpo data distill` finds, for each question, the way an MGPO-trained
+policy solves it by (no crop, one crop, a crop of the crop; `first_way` picks) and writes it here; `mgpo sft`
 teaches the whole conversation, with the loop's own injected turns between the model's, so SFT and RL see
 the same tokens. An SFT folder of paths is our dataset folder plus `paths.jsonl`, one line per record:
 `{"id": ..., "turns": [request, ..., answer], "regions": [[x1, y1, x2, y2], ...]}`.
@@ -86,6 +86,26 @@ def read_paths(root: str | os.PathLike[str]) -> dict[str, LookPath]:
             raise ValueError(f"{file}:{number}: {len(turns)} turns for {len(regions)} crops (need crops + 1)")
         out[str(item["id"])] = LookPath(turns, regions)
     return out
+
+
+class Bars(NamedTuple):
+    """What makes a way a question's path, in pass rates over its `n` askings."""
+
+    # With options in a fixed order a favourite letter passes every time, and a path that taught it would
+    # teach a guess, not a reading: so a direct answer must also beat the image blurred past reading.
+    direct: float = 0.5  # a direct answer: right this often from the whole image,
+    blind_margin: float = 0.25  # and this much more often than from it blurred
+    crop: float = 0.5  # a crop path: right with a valid crop this often
+
+
+def first_way(direct: float, blind: float, crop: float, bars: Bars = Bars()) -> int | None:
+    """0 (answer directly) or 1 (crop once): whichever clears its bar, the more often right of the two if
+    both do (a tie: the shorter); None: neither, try a crop of a crop."""
+    reads = direct > 0 and direct >= bars.direct and direct - blind >= bars.blind_margin
+    crops = crop > 0 and crop >= bars.crop  # > 0: a path is one of the policy's own solved samples
+    if reads and (not crops or direct >= crop):
+        return 0
+    return 1 if crops else None
 
 
 def looks_share(paths: Sequence[LookPath]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from learner.sft import look_examples
 from mgpo.boxes import Box, BoxRule, parse_box
 from mgpo.crop import crop_region, full_region, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_subset, write_synthetic
-from mgpo.data.distill import LookPath, answer_turn, crop_request, read_paths, write_paths
+from mgpo.data.distill import Bars, LookPath, answer_turn, crop_request, read_paths, write_paths
 from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import PixelBudget
 from recipes.distill import distill, variants
@@ -35,7 +35,7 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
     data, sft = tmp_path / "data", tmp_path / "distilled"
     knobs = load_sft_config("configs/demo/cold-start.yaml").data.knobs()
     write_synthetic(data, 6, 7, knobs=knobs, image_format="png", progress=False)
-    # bars at their floor: any solved sample makes a path, so the cold start's few boxes give some; the
+    # no direct answer, and any solved sample makes a crop path, so the cold start's few boxes give some; the
     # options as given, as it was trained (letters that always mean the same value)
     summary = distill(
         COLD_START,
@@ -44,8 +44,7 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
         n=8,
         engine="hf",
         budget=BUDGET,
-        direct_bar=1.0,
-        crop_bar=0.0,
+        bars=Bars(direct=1.0, blind_margin=1.0, crop=0.0),
         shuffle=False,
     )
     paths = read_paths(sft)
@@ -63,6 +62,11 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
             assert crop_region(parse_box(turn, seen, BoxRule.LENIENT), seen, source, image.size) == region
             source = view = region
     assert not (sft / "work").exists()  # the copies and cut-out crops are gone
+    rates = [json.loads(line) for line in (sft / "rates.jsonl").read_text().splitlines()]
+    # every question's rates, kept or not; a crop path is kept only where a crop solved something
+    assert len(rates) == 6 and all(0 <= r[way] <= 1 for r in rates for way in ("direct", "blind", "crop"))
+    assert all(r["crop"] > 0 for r in rates if r["id"] in paths and paths[r["id"]].looks == 1)
+    assert set(summary["mean_rates"]) == set(summary["by_category"])
     meta = json.loads((sft / "dataset.json").read_text())
     assert meta["max_crops"] == 2 and meta["min_pixels"] == BUDGET.min_pixels
 

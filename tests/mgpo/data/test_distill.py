@@ -7,10 +7,12 @@ import pytest
 
 from mgpo.boxes import Box, BoxRule, parse_box
 from mgpo.data.distill import (
+    Bars,
     LookPath,
     answer_turn,
     conversation,
     crop_request,
+    first_way,
     looks_share,
     read_paths,
     write_paths,
@@ -75,3 +77,23 @@ def test_paths_round_trip_and_a_bad_line_is_named(tmp_path):
     (tmp_path / "paths.jsonl").write_text('{"id": "q3"}\n')
     with pytest.raises(ValueError, match=r"paths.jsonl:1: not an"):
         read_paths(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("direct", "blind", "crop", "way"),
+    [
+        (0.625, 0.0, 0.25, 0),  # read from the whole image, better than a crop: no crop
+        (1.0, 1.0, 0.5, 1),  # a favourite letter passes blind as well: not a reading, so the crop
+        (1.0, 1.0, 0.0, None),  # ... and no crop solved it either: try a crop of a crop
+        (0.5, 0.0, 0.625, 1),  # both clear their bars: the more often right
+        (0.5, 0.0, 0.5, 0),  # a tie: the shorter
+        (0.375, 0.0, 0.375, None),  # neither clears its bar
+    ],
+)
+def test_the_way_is_the_better_of_reading_and_cropping_and_a_guess_is_no_reading(direct, blind, crop, way):
+    assert first_way(direct, blind, crop, Bars(direct=0.5, blind_margin=0.25, crop=0.5)) == way
+
+
+def test_bars_at_zero_still_need_a_solved_sample():
+    floor = Bars(direct=0.0, blind_margin=0.0, crop=0.0)
+    assert first_way(0.0, 0.0, 0.0, floor) is None and first_way(0.0, 0.0, 0.125, floor) == 1
