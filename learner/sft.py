@@ -366,7 +366,12 @@ def _examples(
     """Training examples by skill, each skill's share of a batch, and the held-out examples."""
     if config.data.path is not None:
         train, held_out = cot_examples(config, budget)
-        return [train], (1.0,), held_out
+        if config.direct_share is None:
+            return [train], (1.0,), held_out
+        share = config.direct_share
+        return _by_looks(train, str(config.data.path)), (share, 1.0 - share), held_out
+    if config.direct_share is not None:
+        raise ValueError("direct_share: needs data.path, a distilled folder (mgpo data distill)")
     train = build_examples(
         config, config.data.train_seed, config.data.train_n, "train examples", with_format=True
     )
@@ -375,6 +380,17 @@ def _examples(
     by_skill = [[e for e in train if e.skill == skill] for skill in ("grounding", "recognition", "format")]
     # mixed_batch normalises the shares: a format share takes its part from both skills, in proportion
     return by_skill, (config.grounding_share, 1.0 - config.grounding_share, config.format_share), held_out
+
+
+def _by_looks(train: list[Example], folder: str) -> list[list[Example]]:
+    """A distilled folder's paths as (direct answers, crop paths): few direct paths among many crop paths
+    teach a greedy policy to crop everywhere, so `direct_share` sets their part of each batch."""
+    if any(e.skill != "look" for e in train):
+        raise ValueError(f"direct_share: {folder} is not a distilled folder (mgpo data distill)")
+    direct = [e for e in train if len(e.pieces or ()) == 1]  # the answer alone, no crop request before it
+    crops = [e for e in train if len(e.pieces or ()) > 1]
+    print(f"sft: {len(direct)} direct-answer and {len(crops)} crop paths", flush=True)
+    return [direct, crops]
 
 
 def _policy(config: SFTConfig, start: Path, checkpoint: Path | None) -> torch.nn.Module:

@@ -41,7 +41,8 @@ class LooksPlan:
         self.train_n, self.test_n = (6, 3) if smoke else (128, 48)
         self.rl_steps = 2 if smoke else None  # None: the config's
         self.sft_steps = 2 if smoke else None
-        self.distill_n = 2 if smoke else 8
+        # 16 askings: a guess (1 in 4) clears a 0.5 bar 3% of the time, a 0.6 reader 86% (at 8: 11%, 83%)
+        self.distill_n = 2 if smoke else 16
         self.sft_eval_n = 1 if smoke else 8  # held-out paths (looks-sft.yaml's data.eval_n)
 
 

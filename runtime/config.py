@@ -475,6 +475,13 @@ class SFTConfig(_Section):
     grounding_share: float = Field(
         0.5, gt=0.0, lt=1.0, description="share of grounding examples in each batch (the rest: recognition)"
     )
+    direct_share: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="a distilled folder (mgpo data distill): the share of each batch from its direct-answer "
+        "paths, the rest from its crop paths (none: each path as often as any other)",
+    )
     format_share: float = Field(
         0.0,
         ge=0.0,

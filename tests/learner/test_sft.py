@@ -42,6 +42,15 @@ def test_a_format_share_adds_turn_1_format_examples_to_training_never_to_the_hel
     assert "".join(batch) == "g" * 7 + "r" * 4 + "f"
 
 
+def test_a_direct_share_without_a_distilled_folder_is_refused():
+    from learner.sft import _examples
+    from mgpo.resize import PixelBudget
+
+    config = SFTConfig.model_validate({"data": {"train_n": 1, "eval_n": 1}, "direct_share": 0.5})
+    with pytest.raises(ValueError, match="direct_share: needs data.path, a distilled folder"):
+        _examples(config, PixelBudget(config.min_pixels, config.max_pixels))
+
+
 def _lrs(run_dir) -> dict[int, float]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return {m["step"]: m["lr"] for m in map(json.loads, lines) if m["kind"] == "train"}

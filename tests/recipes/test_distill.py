@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from learner.sft import look_examples
+from learner.sft import _examples, look_examples
 from mgpo.boxes import Box, BoxRule, parse_box
 from mgpo.crop import crop_region, full_region, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_subset, write_synthetic
@@ -100,8 +100,10 @@ def test_sft_trains_multi_turn_paths_with_their_crops(tmp_path):
     config.write_text(
         f"name: looks\noutput_dir: {tmp_path / 'runs'}\nmodel: {{path: {COLD_START}}}\n"
         f"data: {{path: {sft}, eval_n: 1}}\nmin_pixels: 50176\nmax_pixels: 50176\n"
-        "steps: 2\nbatch: 2\neval_every: 2\ncheckpoint_every: 2\n"
+        "steps: 2\nbatch: 2\neval_every: 2\ncheckpoint_every: 2\ndirect_share: 0.25\n"
     )
+    by_looks, shares, held_out = _examples(load_sft_config(config), budget)  # the crop of a crop held out
+    assert [[len(e.images) for e in pool] for pool in by_looks] == [[1], [2]] and shares == (0.25, 0.75)
     assert main(["sft", "--config", str(config)]) == 0
     summary = json.loads((tmp_path / "runs" / "looks" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["look_accuracy"] in (0.0, 1.0)  # one held-out exchange
