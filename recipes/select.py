@@ -52,6 +52,7 @@ def pass_rates(
     engine: str,
     budget: PixelBudget,
     batch: int = 4,
+    max_turn_tokens: int = 256,
 ) -> dict[str, float]:
     """Each record's pass rate over `n` samples at temperature 1; the ones in `out/pass_rates.jsonl` are kept."""
     path = out / PASS_RATES
@@ -59,9 +60,7 @@ def pass_rates(
     todo = [r for r in records if r.id not in rates]
     if not todo:
         return rates
-    spec = eval_spec(
-        model, "mgpo", str(store.root), engine, budget, max_turn_tokens=256, n=n, temperature=1.0
-    )
+    spec = eval_spec(model, "mgpo", str(store.root), engine, budget, max_turn_tokens, n=n, temperature=1.0)
     policy = build_engine(spec)
     try:
         loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), store, rollout_settings(spec), "select")
@@ -120,15 +119,20 @@ def select(
     high: float = 1.0,
     engine: str = "vllm",
     budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
+    max_turn_tokens: int = 256,
 ) -> dict[str, object]:
-    """Write the RL dataset folder `out` with the prompts of `data` whose pass rate is in (low, high)."""
+    """Write the RL dataset folder `out` with the prompts of `data` whose pass rate is in (low, high);
+    `max_turn_tokens` caps each model turn (as `rollout.max_turn_tokens` in training: a CoT reply longer
+    than it is cut and fails)."""
     if not 0.0 <= low < high <= 1.0:
         raise ValueError(f"need 0 <= low < high <= 1, got low {low}, high {high}")
+    if max_turn_tokens < 1:
+        raise ValueError(f"max_turn_tokens must be at least 1, got {max_turn_tokens}")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     source = open_store(data)
     records = list(read_prompts(data))
-    rates = pass_rates(model, records, source, folder, n, engine, budget)
+    rates = pass_rates(model, records, source, folder, n, engine, budget, max_turn_tokens=max_turn_tokens)
     return keep(records, rates, source, folder, n, (low, high), {"source": str(data), "model": model})
 
 

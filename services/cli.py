@@ -164,6 +164,7 @@ def cmd_data_select(args: argparse.Namespace) -> int:
         high=args.high,
         engine=args.engine or _default_engine(),
         budget=PixelBudget(args.min_pixels, args.max_pixels),
+        max_turn_tokens=args.max_turn_tokens,
     )
     return 0
 
@@ -403,6 +404,9 @@ def _data_commands(commands: Subparsers) -> None:
     select.add_argument("--low", type=float, default=0.0, help="keep pass rates above this (default 0)")
     select.add_argument("--high", type=float, default=1.0, help="and below this (default 1)")
     select.add_argument("--engine", choices=("hf", "vllm"), default=None)
+    select.add_argument(
+        "--max-turn-tokens", type=int, default=256, help="offline: tokens per model turn (default 256)"
+    )
     _budget_flags(select, 64, 256)
     select.set_defaults(func=cmd_data_select)
 

@@ -22,7 +22,7 @@ def test_an_untrained_model_solves_nothing_so_nothing_is_kept_and_it_says_so(
 ):
     out = tmp_path / "selected"
     with pytest.raises(ValueError, match="no prompt of 4 has a pass rate strictly between 0.0 and 1.0"):
-        select(str(tiny_small), str(grounding_data), str(out), n=2, engine="hf")
+        select(str(tiny_small), str(grounding_data), str(out), n=2, engine="hf", max_turn_tokens=16)
     rates = [json.loads(x) for x in (out / PASS_RATES).read_text().splitlines()]
     assert len(rates) == 4 and all(r["pass_rate"] == 0.0 for r in rates)
     assert json.loads((out / "pass_rates.json").read_text())["solved_k_of_n"] == {
@@ -52,3 +52,5 @@ def test_a_resumed_selection_keeps_the_prompts_solved_sometimes(tmp_path, ground
     assert all(h in store for r in read_prompts(out) for h in r.images)
     with pytest.raises(ValueError, match="0 <= low < high <= 1"):
         select("m", str(grounding_data), str(out), low=0.5, high=0.5)
+    with pytest.raises(ValueError, match="max_turn_tokens must be at least 1, got 0"):
+        select("m", str(grounding_data), str(out), max_turn_tokens=0)
