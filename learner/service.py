@@ -102,6 +102,7 @@ class Learner:
         self.counters = {"used": 0, "stale": 0, "duplicate": 0, "unreadable": 0}
         self._uncommitted: list[tuple[str, str]] = []  # (message id, group id) used since the checkpoint
         self._carry: list[TrajectoryGroup] = []  # collected for a step that timed out
+        self._waited = 0.0  # seconds waited by calls that timed out: part of the next step's wait
         self._ready: dict[str, Prepared] = {}  # batches built while the learner waited for more groups
         self.metrics: LearnerMetrics | None = None
         if self.head:
@@ -177,7 +178,7 @@ class Learner:
         (the end of the data)."""
         start = time.perf_counter()
         groups = self._collect(timeout_s) if self.head else []
-        waited = time.perf_counter() - start
+        waited = self._waited + time.perf_counter() - start
         ready = len(groups) >= self.spec.groups_per_step or (partial and bool(groups))
         self._carry = [] if ready else groups
         if self.spec.world_size > 1:
@@ -185,7 +186,9 @@ class Learner:
         elif not ready:
             groups = None
         if groups is None:
+            self._waited = waited
             return None
+        self._waited = 0.0
         staleness = [self.version - g.policy_version for g in groups]
         started = time.perf_counter()
         result = mgpo_step(

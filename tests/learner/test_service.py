@@ -190,5 +190,6 @@ def test_batches_are_built_while_the_learner_waits_and_dropped_once_used(
     assert learner.step(timeout_s=1) is None  # one group of two: it waits, and builds w0's batch meanwhile
     assert list(learner._ready) == ["w0"] and learner._ready["w0"].tokens > 0
     _push(redis_server, run, groups, [0], ["w1"])
-    assert learner.step(timeout_s=5)["version"] == 1
+    stats = learner.step(timeout_s=5)
+    assert stats["version"] == 1 and stats["wait_seconds"] > 0.9  # the timed-out call's wait counts too
     assert learner._ready == {}  # used: nothing kept past its step
