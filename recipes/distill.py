@@ -3,18 +3,20 @@
 For every multiple-choice question, the way the policy solves it (mgpo.data.distill.LookPath). Each
 question is asked `n` times, each time with its options in another order (`variants`): a policy that cannot
 read the detail and guesses a favourite letter then passes about one time in the number of options, not
-every time. A pass rate is the share of the `n` answers that named the right option, three per question:
+every time. A pass rate is the share of the `n` answers that named the right option, four per question:
 - direct: shown the whole image alone (the recognition prompt);
 - blind: the same, the image blurred past reading: what a guess scores (with options in a fixed order a
   favourite letter passes every time, so only `direct - blind` says the policy read the detail);
+- letter: what naming letters at the shares the policy names them over the whole set scores: a guess that
+  a kind of image draws (blurring changes the image, so `blind` misses it);
 - crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop.
-`first_way` (the bars) picks a direct answer or the first solved sample's own box, its crop and the answer;
+`first_way` (the bars, against the higher of the two guesses) picks a direct answer or the first solved sample's own box, its crop and the answer;
 where neither clears its bar, a crop of the crop: the policy's most frequent first crop, cut out and given to
 it as the image of new MGPO rollouts; a box there and a right answer often enough gives two crops.
 Questions solved by none are left out (counted). Each path's boxes are in pixels of the view they cut from,
 as the multi-turn loop reads them, and its regions are the loop's own (`crop_region`), so SFT on the folder
 teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce. `rates.jsonl` keeps
-every question's three rates, kept or not, and `distill.json` their means per category: how much a look
+every question's four rates, kept or not, and `distill.json` their means per category: how much a look
 adds, category by category.
 """
 
@@ -40,11 +42,21 @@ from mgpo.boxes import Box, parse_box
 from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
 from mgpo.crop import crop_region, render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_subset
-from mgpo.data.distill import Bars, LookPath, answer_turn, crop_request, first_way, looks_share, write_paths
+from mgpo.data.distill import (
+    Bars,
+    LookPath,
+    answer_turn,
+    crop_request,
+    first_way,
+    letter_rate,
+    letter_shares,
+    looks_share,
+    pass_rate,
+    write_paths,
+)
 from mgpo.images import ImageStore
 from mgpo.records import PromptRecord, TaskKind, TrajectorySample
 from mgpo.resize import PixelBudget
-from mgpo.rewards import choice_reward
 from mgpo.templates import LETTERS, format_choices, single_prompt
 from recipes.evaluate import eval_spec
 
@@ -73,19 +85,22 @@ def variants(record: PromptRecord, n: int, shuffle: bool = True) -> list[PromptR
 Ask = Callable[[PromptRecord], list[PromptRecord]]  # a question -> the variants it is asked as
 
 
-def direct_rates(
+Asked = list[tuple[PromptRecord, str]]  # a question's variants, each with the policy's reply
+
+
+def direct_replies(
     policy: Engine,
     records: Sequence[PromptRecord],
     store: ImageStore,
     budget: PixelBudget,
     ask: Ask,
     blind: bool = False,
-) -> dict[str, float]:
-    """Each question's pass rate from the whole image alone over its variants, at temperature 1. `blind`:
-    from the whole image blurred past reading (BLUR_RADIUS), what the policy answers without the detail."""
+) -> dict[str, Asked]:
+    """Each question's variants answered from the whole image alone, at temperature 1. `blind`: from the
+    whole image blurred past reading (BLUR_RADIUS), what the policy answers without the detail."""
     tok = Tokenizer(engine_tokenizer(policy))
     sampling = Sampling(n=1, max_tokens=32, temperature=1.0, stop_ids=(tok.im_end,), seed=0)
-    rates = {}
+    out = {}
     for record in tqdm(records, desc=f"distill: no crop{' (blind)' if blind else ''}", unit="question"):
         image = render_view(store.get(record.images[0]), None, budget)
         if blind:
@@ -96,10 +111,20 @@ def direct_rates(
         ]
         prompts = [Prompt(tok.encode(single_prompt(t, 1, RECOGNITION_SYSTEM)), [image]) for t in texts]
         replies = [tok.decode(c.ids) for (c,) in policy.generate(prompts, sampling)]
-        rates[record.id] = sum(
-            choice_reward(r, v.answer, v.choices) for r, v in zip(replies, asked, strict=True)
-        ) / len(asked)
-    return rates
+        out[record.id] = list(zip(asked, replies, strict=True))
+    return out
+
+
+def no_crop_rates(
+    direct: dict[str, Asked], blind: dict[str, Asked], shares: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Each question's pass rates without a crop: `direct`, `blind` (blurred) and `letter` (naming letters
+    at the `shares` the policy names them over all the questions' direct askings)."""
+    return {
+        "direct": {q: pass_rate(asked) for q, asked in direct.items()},
+        "blind": {q: pass_rate(asked) for q, asked in blind.items()},
+        "letter": {q: letter_rate([v for v, _ in asked], shares) for q, asked in direct.items()},
+    }
 
 
 def mgpo_samples(loop: Loop, record: PromptRecord, ask: Ask) -> list[TrajectorySample]:
@@ -192,19 +217,20 @@ def crop_rate(samples: Sequence[TrajectorySample]) -> float:
 def best_paths(
     loop: Loop,
     records: Sequence[PromptRecord],
-    direct: dict[str, float],
-    blind: dict[str, float],
+    rates: dict[str, dict[str, float]],
     budget: PixelBudget,
     ask: Ask,
     bars: Bars,
 ) -> tuple[dict[str, LookPath], dict[str, float]]:
     """Each question's path by `first_way` (none: left out), and its one-crop pass rate (rolled out for every
-    question, so `first_way` can weigh a crop against a direct answer and `rates.jsonl` tells what it adds)."""
+    question, so `first_way` can weigh a crop against a direct answer and `rates.jsonl` tells what it adds).
+    `rates`: each question's direct, blind and letter rates (`no_crop_rates`)."""
     paths, crops = {}, {}
     for record in tqdm(records, desc="distill", unit="question"):
         samples = mgpo_samples(loop, record, ask)
         crops[record.id] = crop_rate(samples)
-        way = first_way(direct[record.id], blind[record.id], crops[record.id], bars)
+        guess = max(rates["blind"][record.id], rates["letter"][record.id])
+        way = first_way(rates["direct"][record.id], guess, crops[record.id], bars)
         if way == 0:
             path: LookPath | None = LookPath((answer_turn(record.answer),), ())
         elif way == 1:
@@ -240,16 +266,17 @@ def distill(
     policy = build_engine(spec)
     try:
         ask = functools.partial(variants, n=n, shuffle=shuffle)
-        direct = direct_rates(policy, records, work, budget, ask)
-        blind = direct_rates(policy, records, work, budget, ask, blind=True)
+        direct = direct_replies(policy, records, work, budget, ask)
+        shares = letter_shares([pair for asked in direct.values() for pair in asked])
+        blind = direct_replies(policy, records, work, budget, ask, blind=True)
+        rates = no_crop_rates(direct, blind, shares)
         loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
-        paths, crops = best_paths(loop, records, direct, blind, budget, ask, bars)
+        paths, rates["crop"] = best_paths(loop, records, rates, budget, ask, bars)
     finally:
         policy.close()
         shutil.rmtree(work.root.parent)  # copies and cut-out crops: the folder keeps what it teaches
     kept = [r for r in records if r.id in paths]
-    settings = {"n": n, "shuffle": shuffle, "bars": bars._asdict()}
-    rates = {"direct": direct, "blind": blind, "crop": crops}
+    settings = {"n": n, "shuffle": shuffle, "bars": bars._asdict(), "letter_shares": shares}
     summary = _summary(records, paths, rates, settings)
     meta = {"format": "mgpo-distilled", "source": data, "model": model, "max_crops": MAX_CROPS}
     meta |= {"min_pixels": budget.min_pixels, "max_pixels": budget.max_pixels, **summary}

@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 from mgpo.boxes import Box
 from mgpo.records import PromptRecord
-from mgpo.templates import IM_END, Template, first_prompt, followup
+from mgpo.rewards import choice_reward
+from mgpo.templates import IM_END, LETTERS, Template, first_prompt, followup
 
 PATHS_FILE = "paths.jsonl"
 
@@ -92,20 +93,40 @@ class Bars(NamedTuple):
     """What makes a way a question's path, in pass rates over its `n` askings."""
 
     # With options in a fixed order a favourite letter passes every time, and a path that taught it would
-    # teach a guess, not a reading: so a direct answer must also beat the image blurred past reading.
+    # teach a guess, not a reading: so a direct answer must also beat a guess (`first_way`'s `blind`).
     direct: float = 0.5  # a direct answer: right this often from the whole image,
-    blind_margin: float = 0.25  # and this much more often than from it blurred
+    blind_margin: float = 0.25  # and this much more often than a guess
     crop: float = 0.5  # a crop path: right with a valid crop this often
 
 
 def first_way(direct: float, blind: float, crop: float, bars: Bars = Bars()) -> int | None:
     """0 (answer directly) or 1 (crop once): whichever clears its bar, the more often right of the two if
-    both do (a tie: the shorter); None: neither, try a crop of a crop."""
+    both do (a tie: the shorter); None: neither, try a crop of a crop. `blind`: what a guess scores (the
+    image blurred past reading, or the policy's letter shares: `letter_rate`, whichever is higher)."""
     reads = direct > 0 and direct >= bars.direct and direct - blind >= bars.blind_margin
     crops = crop > 0 and crop >= bars.crop  # > 0: a path is one of the policy's own solved samples
     if reads and (not crops or direct >= crop):
         return 0
     return 1 if crops else None
+
+
+def pass_rate(asked: Sequence[tuple[PromptRecord, str]]) -> float:
+    """The share of replies that name their asking's right option."""
+    return sum(choice_reward(reply, v.answer, v.choices) for v, reply in asked) / len(asked)
+
+
+def letter_shares(asked: Sequence[tuple[PromptRecord, str]]) -> dict[str, float]:
+    """How often the replies name each letter, over all the askings of all the questions: the letters the
+    policy answers whatever it is shown."""
+    letters = sorted({letter for v, _ in asked for letter in LETTERS[: len(v.choices)]})
+    return {x: sum(choice_reward(r, x, v.choices) for v, r in asked) / len(asked) for x in letters}
+
+
+def letter_rate(asked: Sequence[PromptRecord], shares: dict[str, float]) -> float:
+    """What naming letters at the policy's own overall shares scores on these askings. Blurring catches a
+    favourite letter; this catches a letter a whole kind of image draws (every panel of small tags answered
+    'B'), which blurring changes and a question's own rates cannot tell from a reading."""
+    return sum(shares.get(v.answer, 0.0) for v in asked) / len(asked)
 
 
 def looks_share(paths: Sequence[LookPath]) -> dict[str, int]:

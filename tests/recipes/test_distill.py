@@ -50,6 +50,8 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
     paths = read_paths(sft)
     assert summary["questions"] == 6 and sum(summary["looks"].values()) == len(paths) >= 1
     assert sum(sum(c.values()) for c in summary["by_category"].values()) == 6
+    shares = summary["letter_shares"]  # of 48 replies; one that names no option counts for none
+    assert set(shares) == set("ABCD") and 0 < sum(shares.values()) <= 1
     store = open_store(sft)
     for record in read_prompts(sft):
         path = paths[record.id]
@@ -64,7 +66,9 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
     assert not (sft / "work").exists()  # the copies and cut-out crops are gone
     rates = [json.loads(line) for line in (sft / "rates.jsonl").read_text().splitlines()]
     # every question's rates, kept or not; a crop path is kept only where a crop solved something
-    assert len(rates) == 6 and all(0 <= r[way] <= 1 for r in rates for way in ("direct", "blind", "crop"))
+    assert len(rates) == 6 and all(
+        0 <= r[way] <= 1 for r in rates for way in ("direct", "blind", "letter", "crop")
+    )
     assert all(r["crop"] > 0 for r in rates if r["id"] in paths and paths[r["id"]].looks == 1)
     assert set(summary["mean_rates"]) == set(summary["by_category"])
     meta = json.loads((sft / "dataset.json").read_text())

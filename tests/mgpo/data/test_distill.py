@@ -3,6 +3,8 @@ loop's own injected turns, and the file."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mgpo.boxes import Box, BoxRule, parse_box
@@ -13,7 +15,10 @@ from mgpo.data.distill import (
     conversation,
     crop_request,
     first_way,
+    letter_rate,
+    letter_shares,
     looks_share,
+    pass_rate,
     read_paths,
     write_paths,
 )
@@ -97,3 +102,28 @@ def test_the_way_is_the_better_of_reading_and_cropping_and_a_guess_is_no_reading
 def test_bars_at_zero_still_need_a_solved_sample():
     floor = Bars(direct=0.0, blind_margin=0.0, crop=0.0)
     assert first_way(0.0, 0.0, 0.0, floor) is None and first_way(0.0, 0.0, 0.125, floor) == 1
+
+
+def test_a_letter_a_kind_of_image_draws_scores_as_a_guess_not_a_reading():
+    """Four questions, four askings each: the policy says B to both questions of one kind whatever their
+    answer, and reads the other two; its overall letter shares make naming B score 0.5 on a B question."""
+
+    def asked(q: str, answer: str, replies: str) -> list[tuple[PromptRecord, str]]:
+        record = dataclasses.replace(RECORD, id=q, answer=answer, choices=("a", "b", "c", "d"))
+        return [(record, answer_turn(letter)) for letter in replies]
+
+    direct = {
+        "q1": asked("q1", "A", "BBBB"),  # the kind that draws B; its answer is A: never right
+        "q2": asked("q2", "B", "BBBB"),  # the same kind, answer B: always right, but so is the guess
+        "q3": asked("q3", "C", "CCCD"),
+        "q4": asked("q4", "D", "DDDC"),
+    }
+    shares = letter_shares([pair for pairs in direct.values() for pair in pairs])
+    assert shares == {"A": 0.0, "B": 0.5, "C": 0.25, "D": 0.25}
+    assert [pass_rate(direct[q]) for q in direct] == [0.0, 1.0, 0.75, 0.75]
+    rates = [letter_rate([v for v, _ in direct[q]], shares) for q in direct]
+    assert rates == [0.0, 0.5, 0.25, 0.25]
+    bars = Bars(direct=0.5, blind_margin=0.25, crop=0.5)
+    # q2 clears 0.5 + 0.25 above its letter's share only because it is always right; at 0.625 it would not
+    assert first_way(1.0, rates[1], 0.0, bars) == 0 and first_way(0.625, rates[1], 0.0, bars) is None
+    assert first_way(0.75, rates[2], 0.0, bars) == 0  # a reading: 0.5 above what the letter C scores
