@@ -10,9 +10,10 @@ every time. A pass rate is the share of the `n` answers that named the right opt
 - letter: what naming letters at the shares the policy names them over the whole set scores: a guess that
   a kind of image draws (blurring changes the image, so `blind` misses it);
 - crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop.
-`first_way` (the bars, against the higher of the two guesses) picks a direct answer or the first solved sample's own box, its crop and the answer;
-where neither clears its bar, a crop of the crop: the policy's most frequent first crop, cut out and given to
-it as the image of new MGPO rollouts; a box there and a right answer often enough gives two crops.
+`first_way` (the bars, against the higher of the two guesses) picks a direct answer or the first solved
+sample's own box, its crop and the answer; where neither clears its bar, a crop of the crop: the policy's most
+frequent first crop, cut out and given to it as the image of new MGPO rollouts; a box there and a right
+answer often enough gives two crops.
 Questions solved by none are left out (counted). Each path's boxes are in pixels of the view they cut from,
 as the multi-turn loop reads them, and its regions are the loop's own (`crop_region`), so SFT on the folder
 teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce. `rates.jsonl` keeps

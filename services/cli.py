@@ -384,7 +384,11 @@ def _data_commands(commands: Subparsers) -> None:
     cot.add_argument("--engine", choices=("hf", "vllm"), default=None, help="the teacher's engine")
     _budget_flags(cot, 64, 256)
     cot.set_defaults(func=cmd_data_cot)
+    _select_command(data)
+    _distill_command(data)
 
+
+def _select_command(data: Subparsers) -> None:
     select = data.add_parser(
         "select", help="rejection sampling: keep the prompts a model solves sometimes, never always or never"
     )
@@ -410,6 +414,8 @@ def _data_commands(commands: Subparsers) -> None:
     _budget_flags(select, 64, 256)
     select.set_defaults(func=cmd_data_select)
 
+
+def _distill_command(data: Subparsers) -> None:
     distill = data.add_parser(
         "distill",
         help="self-distillation: an MGPO policy's own solutions (no crop, a crop, a crop of a crop) "
@@ -426,7 +432,7 @@ def _data_commands(commands: Subparsers) -> None:
         "--blind-margin",
         type=float,
         default=0.25,
-        help="and how much it must beat the pass rate from the blurred image, a guess's (default 0.25)",
+        help="and how much it must beat a guess's: the blurred image's or the letter shares' (default 0.25)",
     )
     distill.add_argument(
         "--crop-bar", type=float, default=0.5, help="pass rate that makes a crop path (default 0.5)"
