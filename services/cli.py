@@ -135,7 +135,7 @@ def cmd_data_cot(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         teacher=args.teacher,
-        engine=args.engine or _default_engine(),
+        engine=_offline_engine(args),
         budget=PixelBudget(args.min_pixels, args.max_pixels),
     )
     return 0
@@ -162,7 +162,7 @@ def cmd_data_select(args: argparse.Namespace) -> int:
         n=args.n,
         low=args.low,
         high=args.high,
-        engine=args.engine or _default_engine(),
+        engine=_offline_engine(args),
         budget=PixelBudget(args.min_pixels, args.max_pixels),
         max_turn_tokens=args.max_turn_tokens,
     )
@@ -206,7 +206,7 @@ def cmd_data_distill(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         n=args.n,
-        engine=args.engine or _default_engine(),
+        engine=_offline_engine(args),
         budget=PixelBudget(args.min_pixels, args.max_pixels),
         bars=bars,
         shuffle=not args.keep_option_order,
@@ -218,7 +218,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from actors.offline import run_offline_rollout
     from actors.rollout_actor import ActorSpec
 
-    engine = args.engine or _default_engine()
+    engine = _offline_engine(args)
     spec = ActorSpec(
         name="offline",
         model_path=args.model,
@@ -244,6 +244,16 @@ def _default_engine() -> str:
     import importlib.util
 
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
+def _offline_engine(args: argparse.Namespace) -> str:
+    """The engine an offline command runs (`--engine`, else vLLM when installed); vLLM's in this process."""
+    engine = args.engine or _default_engine()
+    if engine == "vllm":
+        from actors.vllm_engine import engine_in_this_process
+
+        engine_in_this_process()
+    return engine
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -136,3 +136,18 @@ def test_openmp_waiters_sleep_unless_the_user_chose_otherwise(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     _passive_threads()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_an_offline_vllm_engine_runs_in_the_commands_own_process_on_a_cpu(monkeypatch):
+    from argparse import Namespace
+
+    from services.cli import _offline_engine
+
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    assert _offline_engine(Namespace(engine="hf")) == "hf"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # the HF engine leaves vLLM's settings alone
+    assert _offline_engine(Namespace(engine="vllm")) == "vllm"
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # this box has no GPU
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    _offline_engine(Namespace(engine="vllm"))
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"  # the user's choice wins
