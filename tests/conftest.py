@@ -7,6 +7,7 @@ import pytest
 from mgpo.resize import FACTOR, PixelBudget
 
 TINY_BUDGET = PixelBudget(min_pixels=64 * FACTOR * FACTOR, max_pixels=256 * FACTOR * FACTOR)
+pytest_plugins = ["tests.rollout_fixtures"]  # synth_data, box_model, vllm_engine
 
 
 @pytest.fixture(scope="session")

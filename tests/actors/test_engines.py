@@ -16,8 +16,8 @@ from mgpo.models.tiny import load_policy
 from mgpo.models.weights import policy_state, save_weights
 from mgpo.templates import MGPO, first_prompt, followup
 from runtime.broadcast import Address, join, plan_for, send, wire_plan
-from tests.actors.conftest import REPLY1
 from tests.conftest import TINY_BUDGET
+from tests.rollout_fixtures import REPLY1
 
 pytestmark = pytest.mark.slow
 GREEDY = Sampling(n=1, max_tokens=40, temperature=0.0)

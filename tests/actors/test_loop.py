@@ -9,8 +9,8 @@ from mgpo.data.dataset import open_store, read_prompts
 from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import PixelBudget
 from mgpo.templates import GRPO, MGPO, VISION_TOKENS, first_prompt, followup, multiturn
-from tests.actors.conftest import BOX, REPLY1, REPLY_MT
 from tests.conftest import TINY_BUDGET
+from tests.rollout_fixtures import BOX, REPLY1, REPLY_MT
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ from actors.loop import Loop, RolloutSettings, Tokenizer
 from mgpo.data.dataset import open_store, read_prompts
 from mgpo.records import TrajectoryGroup
 from mgpo.templates import MGPO
-from tests.actors.conftest import box_model, synth_data, vllm_engine  # noqa: F401  (shared session fixtures)
 from tests.conftest import TINY_BUDGET
 
 

@@ -1,5 +1,8 @@
 """Rollout fixtures: a tiny model taught (by real training) to answer one synthetic prompt with a box, so the
-real engines walk the whole grounding-crop-answer path; one vLLM engine per test session."""
+real engines walk the whole grounding-crop-answer path; one vLLM engine per test session. A plugin of the
+top conftest (pytest_plugins), so each is built once for the session: imported into the conftests of
+tests/actors, tests/learner and tests/services/driver, each was built once per folder (3 taught models, 2
+vLLM engines alive to the end)."""
 
 from __future__ import annotations
 
