@@ -240,15 +240,11 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_engine() -> str:
-    import importlib.util
-
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
-
-
 def _offline_engine(args: argparse.Namespace) -> str:
     """The engine an offline command runs (`--engine`, else vLLM when installed); vLLM's in this process."""
-    engine = args.engine or _default_engine()
+    import importlib.util
+
+    engine = args.engine or ("vllm" if importlib.util.find_spec("vllm") is not None else "hf")
     if engine == "vllm":
         from actors.vllm_engine import engine_in_this_process
 
