@@ -24,6 +24,7 @@ from mgpo.templates import Mode, template_for, with_box_hint
 from runtime.affinity import pin
 from runtime.metrics import RolloutMetrics, serve_metrics, unregister
 from runtime.queue import Queue, group_id
+from runtime.redis_client import connect
 from runtime.run_state import RunState
 from runtime.trajectories import crop_area_ratios, group_entry, push_recent
 
@@ -149,7 +150,7 @@ class RolloutWorker:
             spec.name,
         )
         self.queue = Queue(
-            redis.Redis.from_url(spec.redis_url),
+            connect(spec.redis_url),
             spec.run,
             spec.name,
             claim_idle_ms=spec.claim_idle_ms,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import redis
 import torch
 from safetensors.torch import save_file
 
@@ -45,6 +44,7 @@ from runtime.broadcast import Address, join, plan_buckets, send, wire_plan
 from runtime.config import LoraSection
 from runtime.metrics import GROUNDING_GAUGES, LOOK_GAUGES, LearnerMetrics, serve_metrics
 from runtime.queue import Queue
+from runtime.redis_client import connect
 from runtime.redis_server import node_ip
 from runtime.run_state import RunState
 
@@ -149,7 +149,7 @@ class Learner:
     def _start_head(self) -> None:
         """Rank 0's own: the queue, the ledger, a resumed run's state, the Prometheus endpoint."""
         spec = self.spec
-        self.queue = Queue(redis.Redis.from_url(spec.redis_url), spec.run, "learner")
+        self.queue = Queue(connect(spec.redis_url), spec.run, "learner")
         self.queue.ensure_groups()
         self.run_state = RunState(self.queue.client, spec.run)
         self.ledger = Path(spec.run_dir) / "ledger.jsonl"

@@ -29,6 +29,7 @@ from mgpo.records import PromptRecord
 from runtime.config import RunConfig
 from runtime.metrics_log import MetricsLog
 from runtime.queue import Queue
+from runtime.redis_client import connect
 from runtime.redis_server import RedisServer
 from runtime.run_state import RunState
 from services.autoscale import wait_share_average
@@ -131,7 +132,7 @@ class Trainer:
             self.redis_server = RedisServer(data_dir=self.run_dir / "redis").start()
             url = self.redis_server.url
         self.redis_url = url
-        client = redis.Redis.from_url(url)
+        client = connect(url)
         self.registry = Runs(client)
         self.registry.adopt(cfg.name, cfg.model_dump(mode="json"), str(self.run_dir))
         self.registry.set(
@@ -177,7 +178,7 @@ class Trainer:
         return good
 
     def _start_feeder(self) -> None:
-        client = redis.Redis.from_url(self.redis_url)
+        client = connect(self.redis_url)
         queue = Queue(client, self.config.name, "feeder", max_len=self.config.queue.max_len)
         self.feeder = Feeder(self.records, self.config.data.epochs, queue, self._stopping)
         self.feeder.start(position=self.run_state.read().fed)

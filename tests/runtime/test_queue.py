@@ -2,6 +2,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import redis
 
 from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample
 from runtime.queue import Queue, QueueFull, group_id
+from runtime.redis_client import connect
 from runtime.redis_server import RedisServer, _wheel_binary
 
 SERVERS = {
@@ -185,6 +187,27 @@ def test_pending_prompts_survive_a_redis_crash_and_restart(server):
     time.sleep(0.15)
     assert _process(survivor, 10) == 3
     assert len(survivor.take_groups(10, block_ms=100)) == 3
+
+
+def test_the_runs_client_waits_out_a_redis_restart_instead_of_failing(server, caplog):
+    """What the driver, learner and actors use (runtime.redis_client.connect): a command sent while the
+    server is down gets its answer once the server is back (a default client gives up within ~2 s)."""
+    q = Queue(connect(server.url), "test", "actor")
+    q.ensure_groups()
+    q.put_prompts(_records(1))
+    [(message_id, record)] = q.take_prompts(1, block_ms=100)
+    time.sleep(1.2)  # appendfsync everysec
+    server.kill()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(server.url).ping()
+    restart = threading.Timer(3.0, server.start)
+    restart.start()
+    try:
+        q.complete_prompts([message_id], [_group_for(message_id, record)])  # sent while the server is down
+    finally:
+        restart.join()
+    assert [g.id for _, g in q.take_groups(1, block_ms=100)] == [group_id(message_id)]
+    assert "Redis unreachable (try 1 of 40)" in caplog.text
 
 
 def test_redis_server_never_takes_rays_port():
