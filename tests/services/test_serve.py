@@ -27,9 +27,6 @@ RUN = {
     "name": "e2e",
     "seed": 0,
     "steps": 400,  # more than the test lasts: it ends with a stop request
-    # a format warm start (60 steps, 76 s; the demo's 150 took 212 s) sampled a little cooler: about a third
-    # of the boxes are valid, which the viewer test needs
-    "model": {"path": "tiny", "tiny_size": "xs", "warmup_steps": 60},
     "rollout": {
         "engine": "vllm",
         "n": N,
@@ -116,10 +113,10 @@ def _scrape(target: str) -> dict[tuple[str, tuple], float]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, warm_model):
     root = tmp_path_factory.mktemp("serve")
     config = root / "serve.yaml"
-    config.write_text(yaml.safe_dump({"state_dir": str(root / "state")}))
+    config.write_text(yaml.safe_dump({"state_dir": str(root / "state"), "model_roots": [warm_model]}))
     port = free_port()
     log = root / "serve.log"
     process = _serve(config, port, log)
@@ -128,7 +125,8 @@ def served(tmp_path_factory):
     api.root, api.log = root, log
     try:
         _wait(lambda: api.get("/readyz"), 60, "the control plane")
-        code, body = api.call("POST", "/runs", {"config": RUN})
+        # the format-warmed tiny model (conftest), sampled a little cooler: about a third of the boxes are valid
+        code, body = api.call("POST", "/runs", {"config": {**RUN, "model": {"path": warm_model}}})
         assert code == 201, body
         _wait(lambda: api.get("/runs/e2e")["version"] >= 2, 600, "two learner steps", 2.0)
         api.process = process

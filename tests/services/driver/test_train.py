@@ -23,12 +23,12 @@ pytestmark = pytest.mark.slow
 PROMPTS = 24
 
 
-def _config(tmp_path: Path, engine: str) -> Path:
+def _config(tmp_path: Path, engine: str, model: str) -> Path:
     config = {
         "name": "e2e",
         "output_dir": str(tmp_path / "runs"),
         "seed": 0,
-        "model": {"path": "tiny", "tiny_size": "xs", "warmup_steps": 60},
+        "model": {"path": model},  # warm_model: the tiny model, format-warmed
         "rollout": {
             "engine": engine,
             "n": 4,
@@ -83,9 +83,9 @@ def _version(run_dir: Path) -> int:
     return int(steps[-1]["version"]) if steps else 0
 
 
-def test_a_run_survives_adding_an_actor_killing_an_actor_and_killing_the_learner(tmp_path):
+def test_a_run_survives_adding_an_actor_killing_an_actor_and_killing_the_learner(tmp_path, warm_model):
     pytest.importorskip("vllm")
-    config = _config(tmp_path, "vllm")
+    config = _config(tmp_path, "vllm", warm_model)
     run_dir = tmp_path / "runs" / "e2e"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     log = (tmp_path / "train.log").open("w")
@@ -150,7 +150,7 @@ def test_a_run_survives_adding_an_actor_killing_an_actor_and_killing_the_learner
     assert any(s["members"] == [added, "e2e-actor-2"] for s in syncs)  # the dead one replaced: 2 actors
     assert all(s["sync_bytes"] == syncs[0]["sync_bytes"] > 0 for s in syncs)
 
-    before = load_file(str(run_dir / "model" / "model.safetensors"))
+    before = load_file(str(Path(warm_model) / "model.safetensors"))
     after = load_file(str(next((run_dir / "final").glob("*.safetensors"))))
     moved = [k for k in before if k in after and not (before[k] == after[k]).all()]
     assert moved, "no weight changed: the learner never stepped"
