@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from mgpo.data.dataset import META_FILE, write_synthetic
+from mgpo.data.synth import SynthKnobs
 from recipes.distill import MAX_CROPS
 from recipes.stages import CONFIGS, Stages, run_mgpo, settle_changes, train_stage, write_config
 from runtime.config import load_sft_config
@@ -49,7 +50,8 @@ class LooksPlan:
 def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> dict[str, object]:
     root, plan = Path(out), LooksPlan(smoke)
     stages = Stages(root)
-    data = _splits(root, plan, stages)
+    knobs = load_sft_config(CONFIGS / "reproduce" / "looks-cold-start.yaml").data.knobs()
+    data = _splits(root, plan, stages, knobs)
     small = {"train_n": 4, "eval_n": 2} if smoke else {}
     cold_start = _sft("looks-cold-start", root, plan, {"data": small}, stages)
     settle = settle_changes(cold_start, name="looks-settle", data=small)
@@ -57,11 +59,10 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     mgpo = _rl("looks-mgpo", root, plan, settled, data["train"], stages)
     distilled = root / "distilled"
     command = ("data", "distill", "--model", str(mgpo), "--data", str(data["train"]), "--out", str(distilled))
-    stages.run(
-        "distill",
-        distilled / "distill.json",
-        lambda: run_mgpo(*command, "--n", str(plan.distill_n), "--keep-option-order", *BUDGET),
-    )
+    command += ("--n", str(plan.distill_n), *BUDGET)
+    if not knobs.shuffle_options:  # a policy that learned fixed orders is asked in them
+        command += ("--keep-option-order",)
+    stages.run("distill", distilled / "distill.json", lambda: run_mgpo(*command))
     distill = json.loads((distilled / "distill.json").read_text())
     models = {"mgpo": mgpo}
     if sum(distill["looks"].values()) > plan.sft_eval_n:  # else nothing to train on: the table says so
@@ -77,8 +78,7 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     return {"results": results, "distill": distill, "timings": stages.timings}
 
 
-def _splits(root: Path, plan: LooksPlan, stages: Stages) -> dict[str, Path]:
-    knobs = load_sft_config(CONFIGS / "reproduce" / "looks-cold-start.yaml").data.knobs()
+def _splits(root: Path, plan: LooksPlan, stages: Stages, knobs: SynthKnobs) -> dict[str, Path]:
     data = {"train": root / "data" / "train", "test": root / "data" / "test"}
     for split, seed, n in (("train", 2100, plan.train_n), ("test", 2200, plan.test_n)):
         stages.run(

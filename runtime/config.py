@@ -442,6 +442,12 @@ class SFTDataConfig(_Section):
         description="choice: tags to find and read; looks: panels and tags at 0, 1, 2 zooms (with grid)",
     )
     looks: tuple[int, ...] = Field((0, 1, 2), description="task looks: the crops its questions need")
+    look0_factor: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="task looks: look0 stripes this many times coarser (2: plain in the whole view)",
+    )
 
     def knobs(self) -> SynthKnobs:
         return SynthKnobs(
@@ -457,6 +463,7 @@ class SFTDataConfig(_Section):
             stripe_width=self.stripe_width,
             stripe_period=self.stripe_period,
             looks=tuple(self.looks),
+            look0_factor=self.look0_factor,
         )
 
 

@@ -105,6 +105,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         grounding_sides=tuple(args.grounding_sides),
         grounding_images=tuple(args.grounding_images),
         looks=tuple(args.looks),
+        look0_factor=args.look0_factor,
     )
     start = time.perf_counter()
     out = write_synthetic(
@@ -517,6 +518,12 @@ def _synth_command(data: Subparsers) -> None:
         type=_int_list,
         default=(0, 1, 2),
         help="--task looks: how many crops its questions need, drawn from these (default 0,1,2)",
+    )
+    synth.add_argument(
+        "--look0-factor",
+        type=int,
+        default=1,
+        help="--task looks: look0 stripes this many times coarser (2: plain in the whole view; default 1)",
     )
     synth.set_defaults(func=cmd_data_synth)
 

@@ -72,6 +72,10 @@ class SynthKnobs:
     index_cue: bool = False
     # The looks task: which numbers of looks closer (0, 1, 2) its questions need, drawn uniformly.
     looks: tuple[int, ...] = (0, 1, 2)
+    # The looks task: look0 stripes this many times wider than grid^2 x stripe_width. 1: every look shows its
+    # stripes at the same scale (~1.75 px of a 224-px view), which the xs model reads about half the time in
+    # the whole view; 2: plain in the whole view (3.5 px), as a question that needs no closer look is.
+    look0_factor: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -107,6 +111,8 @@ class SynthKnobs:
             problems.append("index_cue tells 4 images apart: grounding_images MAX must be <= 4")
         if not self.looks or not set(self.looks) <= {0, 1, 2}:
             problems.append(f"looks must be a non-empty subset of 0, 1, 2, got {self.looks}")
+        if not 1 <= self.look0_factor <= 8:
+            problems.append(f"look0_factor must be 1..8, got {self.look0_factor}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -327,13 +333,14 @@ def _looks_panel(
 ) -> tuple[Image.Image, list[Tag]]:
     """One grid cell's panel for a question that needs `look` crops; values[0] is what the panel answers.
 
-    0 and 1 looks: stripes filling the panel, `grid`^(2 - look) times the finest stripe width. 2 looks: a
+    0 and 1 looks: stripes filling the panel, `grid`^(2 - look) times the finest stripe width (look0:
+    `look0_factor` times more). 2 looks: a
     grid x grid layout of small framed tags inside the panel (red first, answering values[0]; the others
     answer the other values) in the finest stripes. Returns the panel and its inner tags (panel pixels).
     `face` paints the panel (the position cue: a panel fills its cell, so its own pixels must say where)."""
     grid, frame = knobs.grid, 2 * knobs.frame  # the panel's frame must survive a `grid` times larger shrink
     if look < 2:
-        width = knobs.stripe_width * grid ** (2 - look)
+        width = knobs.stripe_width * grid ** (2 - look) * (knobs.look0_factor if look == 0 else 1)
         return _panel(cell, frame, colour, values[0], width, face), []
     panel = _panel(cell, frame, colour, face=face)
     tags = []

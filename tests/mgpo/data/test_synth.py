@@ -255,6 +255,35 @@ def test_a_looks_question_shows_its_stripes_only_after_as_many_crops_as_it_needs
         assert inner[0].box == t and all(x.value != panel.value for x in inner[1:])
 
 
+def _dark_run(sample) -> int:
+    """The width in original pixels of the red panel's stripes, read across them through its middle."""
+    panel = sample.tags[0]
+    b = panel.box
+    pixels = np.asarray(sample.images[0].convert("L"))[int(b.y1) : int(b.y2), int(b.x1) : int(b.x2)]
+    middle = pixels.shape[0] // 2
+    line = (pixels[:, middle] if panel.value == "horizontal" else pixels[middle])[32:-32] == 0
+    runs, length = [], 0
+    for dark in line:
+        if dark:
+            length += 1
+        elif length:
+            runs, length = [*runs, length], 0
+    return int(np.median(runs))
+
+
+@pytest.mark.parametrize("look", [0, 1, 2])
+def test_look0_factor_coarsens_the_look0_stripes_and_nothing_else(look):
+    fine, coarse = (SynthKnobs(**{**LOOKS.__dict__, "looks": (look,), "look0_factor": f}) for f in (1, 2))
+    a, b = synth_looks_sample(3, 0, fine), synth_looks_sample(3, 0, coarse)
+    same = np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    assert same == (look > 0) and (a.choices, a.answer, a.tags) == (b.choices, b.answer, b.tags)
+    if look == 0:
+        assert (_dark_run(a), _dark_run(b)) == (16, 32)
+        assert _stripe_contrast(b, Box(0, 0, 2048, 2048)) > _stripe_contrast(a, Box(0, 0, 2048, 2048))
+    with pytest.raises(ValueError, match="look0_factor must be 1..8"):
+        SynthKnobs(look0_factor=0)
+
+
 def test_looks_questions_spread_over_the_looks_asked_for_and_distractor_panels_answer_wrong():
     samples = [synth_looks_sample(1, i, LOOKS) for i in range(12)]
     assert {s.category for s in samples} == {"look0", "look1", "look2"}
