@@ -56,7 +56,13 @@ def build_examples(
         if config.data.task == "looks":
             sample = synth_looks_sample(seed, index, knobs)
             out += zoom_skill_examples(
-                sample, budget, config.box_cells, rng, config.product_wording, config.grounding_frames
+                sample,
+                budget,
+                config.box_cells,
+                rng,
+                config.product_wording,
+                config.grounding_frames,
+                config.whole_view_read_frames,
             )
         else:
             sample = synth_choice_sample(seed, index, knobs)

@@ -229,12 +229,15 @@ def zoom_skill_examples(
     rng: random.Random,
     product_wording: float = 0.5,
     grounding_frames: tuple[str, ...] | None = None,
+    whole_view_read_frames: tuple[str, ...] | None = None,
 ) -> list[Example]:
     """Both skills at every zoom of a looks sample (mgpo.data.synth.synth_looks_sample), each where a crop
     would need it: every panel grounded in the whole view; for a look2 sample, every small tag of the red
     panel grounded in the panel's own view (a crop of the panel's cell); every answer read at the zoom its
     stripes show at: a look0 panel in the whole view, a look1 panel in a crop of its cell, a look2 tag in a
-    crop of its cell inside the panel (+-10% around each). Grounding only for `grounding_frames`, if given."""
+    crop of its cell inside the panel (+-10% around each). Grounding only for `grounding_frames`, and a
+    look0 panel read in the whole view only for `whole_view_read_frames`, if given: there every panel
+    shows, and which one a question means is told by its frame's colour alone."""
     look = int(sample.category.removeprefix("look"))
     panels = [t for t in sample.tags if t.box.width == sample.tags[0].box.width]
     inner = sample.tags[len(panels) :]
@@ -245,9 +248,10 @@ def zoom_skill_examples(
         if tag in grounds:
             wording, phrasing = rng.random() < product_wording, rng.randrange(len(DESCRIPTIONS))
             out.append(grounding_example(sample, tag, budget, cells, wording, phrasing))
-        if look < 2:
-            scale = side / tag.box.width if look == 0 else 1.0  # the whole image, or the panel's cell
-            out.append(_read(sample, tag, budget, scale, rng))
+        if look == 1:
+            out.append(_read(sample, tag, budget, 1.0, rng))  # in a crop of the panel's cell
+        elif look == 0 and (whole_view_read_frames is None or tag.frame in whole_view_read_frames):
+            out.append(_read(sample, tag, budget, side / tag.box.width, rng))  # in the whole image
     if inner:
         red = panels[0]
         view = _inside(sample, red.box, inner)

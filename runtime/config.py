@@ -448,6 +448,10 @@ class SFTDataConfig(_Section):
         le=8,
         description="task looks: look0 stripes this many times coarser (2: plain in the whole view)",
     )
+    look0_alone: bool = Field(
+        False,
+        description="task looks: a look0 question's distractor panels striped finely (grey in the whole view)",
+    )
 
     def knobs(self) -> SynthKnobs:
         return SynthKnobs(
@@ -464,6 +468,7 @@ class SFTDataConfig(_Section):
             stripe_period=self.stripe_period,
             looks=tuple(self.looks),
             look0_factor=self.look0_factor,
+            look0_alone=self.look0_alone,
         )
 
 
@@ -515,6 +520,11 @@ class SFTConfig(_Section):
     )
     grounding_frames: tuple[Literal["red", "blue", "green", "orange", "purple"], ...] | None = Field(
         None, description="ground only tags with these frame colours (None: every tag)"
+    )
+    whole_view_read_frames: tuple[Literal["red", "blue", "green", "orange", "purple"], ...] | None = Field(
+        None,
+        description="task looks: read a look0 panel in the whole view only for these frame colours (None: "
+        "every panel); each panel alone in a crop is read whatever its frame",
     )
     close_up_scale: tuple[float, float] = Field(
         (1.8, 3.2), description="close-up side / tag side, drawn uniformly"

@@ -106,6 +106,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         grounding_images=tuple(args.grounding_images),
         looks=tuple(args.looks),
         look0_factor=args.look0_factor,
+        look0_alone=args.look0_alone,
     )
     start = time.perf_counter()
     out = write_synthetic(
@@ -524,6 +525,11 @@ def _synth_command(data: Subparsers) -> None:
         type=int,
         default=1,
         help="--task looks: look0 stripes this many times coarser (2: plain in the whole view; default 1)",
+    )
+    synth.add_argument(
+        "--look0-alone",
+        action="store_true",
+        help="--task looks: a look0 question's distractor panels striped finely (only its red panel reads whole)",
     )
     synth.set_defaults(func=cmd_data_synth)
 

@@ -76,6 +76,12 @@ class SynthKnobs:
     # stripes at the same scale (~1.75 px of a 224-px view), which the xs model reads about half the time in
     # the whole view; 2: plain in the whole view (3.5 px), as a question that needs no closer look is.
     look0_factor: int = 1
+    # The looks task: a look0 question's distractor panels striped as a look1 question's (flat grey in the
+    # whole view, readable in a crop of one): only the red panel's stripes show, so answering from the whole
+    # view needs no telling the panels apart by their frames' colours, which the xs model does not learn
+    # (it reads the red panel among four in the whole view 0.36-0.43 of the time, a panel alone in a crop
+    # 0.93; README, Results).
+    look0_alone: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -396,7 +402,8 @@ def synth_looks_sample(seed: int, index: int, knobs: SynthKnobs = SynthKnobs()) 
         # a distractor panel answers wrong, as in the multiple-choice set: a crop of the wrong panel misleads
         values = picked if p == 0 else [picked[1 + (p - 1) % (n_options - 1)], *picked[:1], *picked[2:]]
         name, colour = _frame_of(p)
-        panel, inner = _looks_panel(look, values, colour, cell, knobs, rng, _face(image, spot, knobs, rng))
+        drawn = 1 if look == 0 and p and knobs.look0_alone else look  # a distractor's stripes, hidden
+        panel, inner = _looks_panel(drawn, values, colour, cell, knobs, rng, _face(image, spot, knobs, rng))
         image.paste(panel, (int(spot.x1), int(spot.y1)))
         tags.append(Tag(name, spot, values[0]))
         if p == 0 and inner:  # 2 looks: the question is about the red tag inside the red panel

@@ -203,3 +203,15 @@ def test_zoom_skills_ground_and_read_each_tag_at_the_zoom_a_crop_would_show_it(l
     for example in reading:
         middle = np.asarray(example.images[-1].convert("L"), dtype=np.float32)[80:144, 80:144]
         assert middle.std() > 30.0 or look == 0  # look0: the whole image, the panel somewhere in it
+
+
+@pytest.mark.parametrize("look", [0, 1])
+def test_whole_view_read_frames_limit_the_reads_where_every_panel_shows(look):
+    sample = _looks_sample(look)
+    examples = zoom_skill_examples(sample, VIEW, 2, random.Random(0), 0.0, None, ("red",))
+    reading = [e for e in examples if e.skill == "recognition"]
+    # look0: the red panel alone is asked about in the whole view; look1: each panel in its own crop
+    assert len(reading) == (1 if look == 0 else 4)
+    if look == 0:
+        assert reading[0].target == sample.answer
+        assert "red frame" in reading[0].prompt

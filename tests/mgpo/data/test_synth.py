@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import json
 
@@ -282,6 +283,21 @@ def test_look0_factor_coarsens_the_look0_stripes_and_nothing_else(look):
         assert _stripe_contrast(b, Box(0, 0, 2048, 2048)) > _stripe_contrast(a, Box(0, 0, 2048, 2048))
     with pytest.raises(ValueError, match="look0_factor must be 1..8"):
         SynthKnobs(look0_factor=0)
+
+
+def test_look0_alone_hides_the_distractors_stripes_in_the_whole_view_only():
+    knobs = SynthKnobs(**{**LOOKS.__dict__, "looks": (0,), "look0_factor": 2, "look0_alone": True})
+    sample = synth_looks_sample(3, 1, knobs)
+    whole = Box(0, 0, 2048, 2048)
+
+    def contrast(tag, region):  # as _stripe_contrast, about any panel
+        return _stripe_contrast(dataclasses.replace(sample, target_box=tag.box), region)
+
+    red, *distractors = sample.tags[:4]
+    assert contrast(red, whole) > 40.0 and all(contrast(t, whole) < 2.0 for t in distractors)
+    assert all(contrast(t, t.box) > 40.0 for t in distractors)  # a crop of one still reads it (wrong)
+    plain = synth_looks_sample(3, 1, SynthKnobs(**{**knobs.__dict__, "look0_alone": False}))
+    assert (plain.choices, plain.answer, plain.tags) == (sample.choices, sample.answer, sample.tags)
 
 
 def test_looks_questions_spread_over_the_looks_asked_for_and_distractor_panels_answer_wrong():
