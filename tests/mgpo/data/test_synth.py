@@ -268,7 +268,8 @@ def _dark_run(sample) -> int:
         if dark:
             length += 1
         elif length:
-            runs, length = [*runs, length], 0
+            runs.append(length)
+            length = 0
     return int(np.median(runs))
 
 
