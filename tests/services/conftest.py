@@ -15,8 +15,8 @@ from tests.conftest import TINY_BUDGET
 def warm_model(synth_data, tmp_path_factory) -> str:
     """What a run with `model: {path: tiny, warmup_steps: 60}` trains: the xs tiny model after a 60-step
     format warm start on the first 4 synthetic prompts (25-30 s here; each run built its own, 76 s
-    inside a run's driver). Sampled at
-    temperature 0.5 about a third of its boxes are valid, which the viewer test needs."""
+    inside a run's driver). Sampled at temperature 0.5 about a third of its boxes are valid, which the
+    viewer test needs."""
     config = parse_config(
         {
             "name": "warm",
