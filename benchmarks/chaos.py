@@ -6,10 +6,10 @@ ledger is read. Not a timed test: it measures what survives.
 Each trial is a real `mgpo train` (local Ray, the DeepSpeed learner, one HF-engine rollout actor, Redis with
 AOF run by this script as a cluster would run it) over PROMPTS prompts. After `kill_at` learner steps one
 target is killed: a rollout actor or the learner (the driver replaces them), Redis (restarted on the same
-port and data, as a pod would be; the run waits for it), or the driver (started again with --resume, as an operator or a restart
-policy would). A driver that exits non-zero is resumed too (at most twice). Then the ledger the learner keeps
-(`ledger.jsonl`, the surviving timeline) must show every prompt used, dropped as stale or dead-lettered
-exactly once, none lost, no group used twice. Results: benchmarks/results/chaos.json and a table.
+port and data, as a pod would be; the run waits for it), or the driver (started again with --resume, as an
+operator or a restart policy would). A driver that exits non-zero is resumed too (at most twice). Then the
+ledger the learner keeps (`ledger.jsonl`, the surviving timeline) must show every prompt used, dropped as
+stale or dead-lettered exactly once, none lost, no group used twice. Results: benchmarks/results/chaos.json and a table.
 """
 
 from __future__ import annotations
