@@ -284,9 +284,10 @@ class Learner:
         several, each builds its own share inside the step."""
         if self.spec.world_size > 1:
             return
-        signal, _ = with_signal([group])
+        signal, _ = with_signal([group], self.spec.loss.scale_rewards)
         if signal:
-            self._ready[group.id] = prepare_one(signal[0], self.processor, self.store)
+            weight = self.spec.loss.decision_weight
+            self._ready[group.id] = prepare_one(signal[0], self.processor, self.store, weight)
 
     def _record(self, **entry: list) -> None:
         with self.ledger.open("a") as f:

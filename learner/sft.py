@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from peft import PeftModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -34,6 +35,7 @@ from mgpo.data.distill import PATHS_FILE, conversation, read_paths
 from mgpo.data.synth import synth_choice_sample, synth_looks_sample
 from mgpo.images import ImageStore
 from mgpo.masks import Sequence as TokenSequence
+from mgpo.masks import turn_starts
 from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.resize import PixelBudget
@@ -164,14 +166,28 @@ def _encode(tokenizer: object, example: Example) -> TokenSequence:
 
 
 def train_step(
-    model: torch.nn.Module, processor: object, batch: Sequence[Example], budget: PixelBudget
+    model: torch.nn.Module,
+    processor: object,
+    batch: Sequence[Example],
+    budget: PixelBudget,
+    decision_weight: float = 1.0,
 ) -> float:
-    """Mean cross-entropy over the replies of one minibatch (backward done, no optimizer step)."""
+    """Mean cross-entropy over the replies of one minibatch (backward done, no optimizer step), each model
+    turn's first token counted `decision_weight` times (mgpo.masks.turn_starts)."""
     sequences = [_encode(processor.tokenizer, e) for e in batch]  # type: ignore[attr-defined]
     built = build_batch(processor, sequences, [list(e.images) for e in batch], budget, left_pad=False)
     labels = built.inputs["input_ids"].masked_fill(~built.loss_mask, -100)
     reset_rope(model)
-    loss = model(**built.inputs, labels=labels).loss
+    if decision_weight == 1.0:
+        loss = model(**built.inputs, labels=labels).loss
+    else:
+        logits = model(**built.inputs).logits[:, :-1]
+        trained = built.loss_mask[:, 1:]  # position t-1 predicts the token at t
+        weights = 1.0 + (decision_weight - 1.0) * turn_starts(built.loss_mask)[:, 1:][trained].float()
+        tokens = F.cross_entropy(
+            logits[trained].float(), built.inputs["input_ids"][:, 1:][trained], reduction="none"
+        )
+        loss = (tokens * weights).sum() / trained.sum()
     loss.backward()
     return float(loss.item())
 
@@ -304,7 +320,8 @@ def run_sft(config: SFTConfig, resume: bool = False, console: Console | None = N
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("sft", total=config.steps, completed=step, loss="")
         while step < config.steps:
-            loss = train_step(model, processor, mixed_batch(by_skill, shares, config.batch, rng), budget)
+            examples = mixed_batch(by_skill, shares, config.batch, rng)
+            loss = train_step(model, processor, examples, budget, config.decision_weight)
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             optimizer.zero_grad()

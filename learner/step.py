@@ -17,6 +17,7 @@ from learner.logprobs import flat, group_batch, per_token, split_rows, token_sta
 from mgpo.advantages import grpo_advantages
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig, policy_loss
+from mgpo.masks import turn_starts
 from mgpo.models.inputs import Batch
 from mgpo.records import TrajectoryGroup
 
@@ -50,14 +51,14 @@ class Signal(NamedTuple):
     tokens: int  # loss tokens: the group's weight in a token mean
 
 
-def with_signal(groups: Sequence[TrajectoryGroup]) -> tuple[list[Signal], int]:
+def with_signal(groups: Sequence[TrajectoryGroup], scale_rewards: bool = True) -> tuple[list[Signal], int]:
     """The groups that carry signal, from their records alone (cheap: no pixels, no tokens expanded);
-    returns them and the number of degenerate groups skipped."""
+    returns them and the number of degenerate groups skipped. `scale_rewards`: LossConfig's."""
     kept_groups, degenerate = [], 0
     for group in groups:
         rewards = torch.tensor([[s.reward for s in group.samples]])
         kept = torch.tensor([[bool(s.loss_mask.any()) for s in group.samples]])  # masked: no outcome
-        adv = grpo_advantages(rewards, kept)
+        adv = grpo_advantages(rewards, kept, scale=scale_rewards)
         if bool(adv.degenerate[0]):
             degenerate += 1
             continue
@@ -67,12 +68,19 @@ def with_signal(groups: Sequence[TrajectoryGroup]) -> tuple[list[Signal], int]:
     return kept_groups, degenerate
 
 
-def prepare_one(signal: Signal, processor: object, store: ImageStore) -> Prepared:
-    """The training batch of one group with signal: pixels, expanded tokens, per-token advantages."""
+def prepare_one(
+    signal: Signal, processor: object, store: ImageStore, decision_weight: float = 1.0
+) -> Prepared:
+    """The training batch of one group with signal: pixels, expanded tokens, per-token advantages, each
+    turn's first token's times `decision_weight` (LossConfig's)."""
     batch = group_batch(processor, signal.group, store)
+    advantages = per_token(signal.advantages, batch.loss_mask)
+    if decision_weight != 1.0:
+        weights = 1.0 + (decision_weight - 1.0) * turn_starts(batch.loss_mask).float()
+        advantages = advantages * flat(weights, batch.loss_mask)
     return Prepared(
         batch,
-        per_token(signal.advantages, batch.loss_mask),
+        advantages,
         flat(batch.logprobs, batch.loss_mask),
         signal.tokens,
     )
@@ -171,7 +179,7 @@ def mgpo_step(
     """`update.updates` optimizer updates over the groups with signal (fewer when fewer groups carry it);
     the stats are their means. With several ranks every rank gets the same `groups` and builds the batches
     of its own share only. `ready`: batches already built (by group id), e.g. while the learner waited."""
-    signal, degenerate = with_signal(groups)
+    signal, degenerate = with_signal(groups, config.scale_rewards)
     rewards = [s.reward for g in groups for s in g.samples]
     reward = sum(rewards) / max(1, len(rewards))
     if not signal:
@@ -180,7 +188,10 @@ def mgpo_step(
     parts = [shard(split, ranks.rank, ranks.world_size) for split in splits]
     mine = sorted({i for part in parts for i, _ in part})  # this rank builds only its own groups' batches
     ready = ready or {}
-    prepared = {i: ready.get(signal[i].group.id) or prepare_one(signal[i], processor, store) for i in mine}
+    prepared = {
+        i: ready.get(signal[i].group.id) or prepare_one(signal[i], processor, store, config.decision_weight)
+        for i in mine
+    }
     model.eval()  # no dropout: old logprobs must be the same function as the trained ones
     # With one update the policy the update starts from IS the one being trained: its log-probs are the
     # current ones, detached, and the extra forward pass is skipped. With several, they are fixed first.

@@ -23,6 +23,8 @@ class LossConfig:
     kl_coef: float = 0.01  # 0 disables the reference model entirely
     entropy_coef: float = 0.001
     is_cap: float = 2.0  # truncation of the behaviour -> old-policy importance weight
+    scale_rewards: bool = True  # GRPO's division of a group's advantages by its reward std (False: Dr. GRPO)
+    decision_weight: float = 1.0  # the weight of each turn's first generated token (mgpo.masks.turn_starts)
 
 
 class PolicyLoss(NamedTuple):

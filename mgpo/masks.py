@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 
 class Source(StrEnum):
@@ -93,3 +94,12 @@ def expand_image_pads(seq: Sequence, pad_id: int, tokens_per_image: list[int]) -
             np.float32
         ),
     )
+
+
+def turn_starts(loss_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: each model turn's first generated token, where `loss_mask` [B, T] switches on. In the
+    multi-turn mode it is the token that decides (`\\boxed{` answers, `{"bbox_2d"` asks for a crop), one
+    token against the dozens that carry out the decision (learner.decision_weight weighs it)."""
+    before = torch.zeros_like(loss_mask)
+    before[:, 1:] = loss_mask[:, :-1]
+    return loss_mask & ~before

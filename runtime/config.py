@@ -217,6 +217,18 @@ class LearnerConfig(_Section):
     kl_coef: float = Field(0.01, ge=0.0, description="0 disables the reference model")
     entropy_coef: float = Field(0.001, ge=0.0)
     is_cap: float = Field(2.0, ge=1.0, description="truncation of the behaviour-policy importance weight")
+    scale_rewards: bool = Field(
+        True,
+        description="divide each group's advantages by its reward std (GRPO, the paper's); false: r - mean "
+        "only (Dr. GRPO), so a small reward difference such as rollout.direct_bonus stays small",
+    )
+    decision_weight: float = Field(
+        1.0,
+        gt=0.0,
+        le=1000.0,
+        description="weight of each turn's first generated token in the loss, the one that decides between "
+        "answering and cropping in the multiturn mode (as Thinkless' decoupled GRPO weighs its mode token)",
+    )
     max_grad_norm: float = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW's, as the MGPO reference trains")
     ppo_epochs: int = Field(
@@ -493,6 +505,14 @@ class SFTConfig(_Section):
         lt=1.0,
         description="a distilled folder (mgpo data distill): the share of each batch from its direct-answer "
         "paths, the rest from its crop paths (none: each path as often as any other)",
+    )
+    decision_weight: float = Field(
+        1.0,
+        gt=0.0,
+        le=1000.0,
+        description="weight of each model turn's first token in the loss (learner.decision_weight's twin): a "
+        "distilled path's decision is one token against the dozens that carry it out, so a mean over all "
+        "of them can be low while the decision is still a coin flip",
     )
     format_share: float = Field(
         0.0,

@@ -68,7 +68,14 @@ def learner_spec(config: RunConfig, model_path: str, redis_url: str, resume: boo
         run=config.name,
         image_store=str(config.data_dir / "images"),
         run_dir=str(config.run_dir),
-        loss=LossConfig(clip=lc.clip, kl_coef=lc.kl_coef, entropy_coef=lc.entropy_coef, is_cap=lc.is_cap),
+        loss=LossConfig(
+            clip=lc.clip,
+            kl_coef=lc.kl_coef,
+            entropy_coef=lc.entropy_coef,
+            is_cap=lc.is_cap,
+            scale_rewards=lc.scale_rewards,
+            decision_weight=lc.decision_weight,
+        ),
         engine=EngineConfig(
             zero_stage=lc.zero_stage,
             dtype=config.model.dtype,

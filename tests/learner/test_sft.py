@@ -99,3 +99,28 @@ def test_the_lr_warms_up_decays_to_its_floor_and_resumes_where_it_stopped(tmp_pa
     (cut.run_dir / "checkpoints" / "step-000005" / "schedule.pt").unlink()
     with pytest.raises(FileNotFoundError, match="run without --resume"):
         run_sft(cut, resume=True)
+
+
+@pytest.mark.slow
+def test_the_decision_weight_counts_each_turns_first_token_that_many_times(tiny_small):
+    import torch
+
+    from learner.sft import _examples, train_step
+    from mgpo.models.tiny import load_policy, load_processor
+    from mgpo.resize import PixelBudget
+
+    config = SFTConfig.model_validate({"data": {"train_n": 1, "eval_n": 2, "clutter": 0}})
+    budget = PixelBudget(config.min_pixels, config.max_pixels)
+    batch = _examples(config, budget)[2][:4]
+    model, processor = load_policy(tiny_small).eval(), load_processor(tiny_small)
+
+    def loss(weight: float) -> float:
+        model.zero_grad()
+        return train_step(model, processor, batch, budget, weight)
+
+    plain, near = loss(1.0), loss(1.0 + 1e-6)  # transformers' own loss, and ours at (almost) the same weight
+    assert near == pytest.approx(plain, rel=1e-4)
+    double, triple = loss(2.0), loss(3.0)
+    # each extra unit of weight adds the first tokens' summed cross-entropy / the trained tokens, once more
+    assert double > plain and triple - plain == pytest.approx(2 * (double - plain), rel=1e-3)
+    assert torch.isfinite(next(model.parameters()).grad).all()

@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from learner.engine import enable_gradient_checkpointing
-from learner.logprobs import group_batch, split_rows, token_stats
-from learner.step import UpdateConfig, mgpo_step, torch_optimizer_step
+from learner.logprobs import flat, group_batch, split_rows, token_stats
+from learner.step import UpdateConfig, mgpo_step, prepare_one, torch_optimizer_step, with_signal
 from mgpo.data.dataset import open_store
 from mgpo.loss import LossConfig
+from mgpo.masks import turn_starts
 from mgpo.models.tiny import load_policy, load_processor
 from tests.learner.conftest import rewarded, rollout_groups
 
@@ -228,3 +229,17 @@ def test_micro_batches_take_the_same_step_one_sample_per_pass(box_model, synth_d
     assert results[1][1].grad_norm == pytest.approx(results[0][1].grad_norm, rel=1e-4)
     for a, b in zip(results[0][2], results[1][2], strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_the_decision_weight_multiplies_each_turns_first_token_and_nothing_else(box_model, synth_data):
+    store = open_store(synth_data)
+    # two turns (MGPO): sample 0 right, the rest wrong -> advantages [1.5, -0.5, -0.5, -0.5]
+    group = rewarded(rollout_groups(box_model, synth_data, [1], n=4, max_turn_tokens=24, seed=5), winner=0)[0]
+    processor = load_processor(box_model)
+    (signal,), _ = with_signal([group])
+    plain = prepare_one(signal, processor, store)
+    weighted = prepare_one(signal, processor, store, decision_weight=5.0)
+    starts = flat(turn_starts(plain.batch.loss_mask), plain.batch.loss_mask)
+    assert int(starts.sum()) == 8  # each of the 4 samples' two turns
+    assert torch.equal(weighted.advantages[starts], 5.0 * plain.advantages[starts])
+    assert torch.equal(weighted.advantages[~starts], plain.advantages[~starts])

@@ -42,3 +42,18 @@ def test_a_group_with_fewer_than_two_kept_samples_or_equal_kept_rewards_is_degen
     out = grpo_advantages(rewards, kept=torch.tensor([[True, False, False], [True, True, False]]))
     assert out.degenerate.tolist() == [True, True]  # one kept; and the kept two are both right
     assert out.advantages.abs().sum().item() == 0.0
+
+
+def test_without_scaling_a_small_bonus_stays_small_where_scaling_makes_it_full_size():
+    # all four right, two of them without a crop (direct_bonus 0.1): rewards [1.1, 1.1, 1, 1], mean 1.05
+    rewards = torch.tensor([[1.1, 1.1, 1.0, 1.0]])
+    # scaled: std sqrt(4 * 0.05^2 / 3) = 0.0577 -> +-0.866, as large as a right answer against a wrong one
+    assert grpo_advantages(rewards).advantages[0].tolist() == pytest.approx(
+        [0.866, 0.866, -0.866, -0.866], abs=1e-3
+    )
+    unscaled = grpo_advantages(rewards, scale=False)
+    assert unscaled.advantages[0].tolist() == pytest.approx([0.05, 0.05, -0.05, -0.05], abs=1e-6)
+    # a right answer against a wrong one keeps its size in reward units
+    assert grpo_advantages(torch.tensor([[1.0, 0.0]]), scale=False).advantages[0].tolist() == [0.5, -0.5]
+    masked = grpo_advantages(rewards, torch.tensor([[True, True, True, False]]), scale=False)
+    assert masked.advantages[0].tolist() == pytest.approx([1 / 30, 1 / 30, -2 / 30, 0.0], abs=1e-6)
