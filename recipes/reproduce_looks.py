@@ -5,8 +5,8 @@
    --keep-option-order`): questions that need 0, 1 or 2 crops.
 2. The looks set's own cold start (configs/reproduce/looks-cold-start.yaml): grounding and reading at every
    zoom, never the combined task; its settle (configs/reproduce/settle.yaml over it: the turn-1 format
-   examples' boxes on the question's tag, as in `mgpo reproduce`); then MGPO RL (looks-mgpo.yaml) from it:
-   the two-turn policy.
+   examples' boxes on the question's tag, as in `mgpo reproduce`); then MGPO RL (looks-mgpo.yaml) from it
+   on questions that need a crop (MGPO_LOOKS): the two-turn policy, the teacher of the crops.
 3. `mgpo data distill` from it: each train question's way the policy solves it (no crop where it reads the
    detail from the whole image better than a guess and than a crop, else a crop, else a crop of the crop)
    in the multi-turn format.
@@ -20,6 +20,7 @@ Stages are skipped when their output exists (a stopped experiment resumes), as i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -30,6 +31,10 @@ from recipes.stages import CONFIGS, Stages, run_mgpo, settle_changes, train_stag
 from runtime.config import load_sft_config
 
 BUDGET = ("--min-pixels", "50176", "--max-pixels", "50176")
+# MGPO trains on questions that need a crop: on all three categories, once look0 read in the whole view,
+# answering in turn 1 paid and MGPO dropped its boxes (valid grounding 0.20 -> 0.01), leaving no crop to
+# distill; on look1/look2 alone it kept them (README, Results). Its train split: the same seed, these looks.
+MGPO_LOOKS = (1, 2)
 MODES = {
     "mgpo": ("mgpo", "1"),
     "sft": ("multiturn", str(MAX_CROPS)),
@@ -56,7 +61,7 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     cold_start = _sft("looks-cold-start", root, plan, {"data": small}, stages)
     settle = settle_changes(cold_start, name="looks-settle", data=small)
     settled = _sft("looks-settle", root, plan, settle, stages, source="looks-cold-start")
-    mgpo = _rl("looks-mgpo", root, plan, settled, data["train"], stages)
+    mgpo = _rl("looks-mgpo", root, plan, settled, data["mgpo"], stages)
     distilled = root / "distilled"
     command = ("data", "distill", "--model", str(mgpo), "--data", str(data["train"]), "--out", str(distilled))
     command += ("--n", str(plan.distill_n), *BUDGET)
@@ -79,13 +84,15 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
 
 
 def _splits(root: Path, plan: LooksPlan, stages: Stages, knobs: SynthKnobs) -> dict[str, Path]:
-    data = {"train": root / "data" / "train", "test": root / "data" / "test"}
-    for split, seed, n in (("train", 2100, plan.train_n), ("test", 2200, plan.test_n)):
+    data = {split: root / "data" / split for split in ("train", "test", "mgpo")}
+    crops = dataclasses.replace(knobs, looks=MGPO_LOOKS)
+    splits = (("train", 2100, plan.train_n, knobs), ("test", 2200, plan.test_n, knobs))
+    for split, seed, n, split_knobs in (*splits, ("mgpo", 2100, plan.train_n, crops)):
         stages.run(
             f"data-{split}",
             data[split] / META_FILE,
-            lambda split=split, seed=seed, n=n: write_synthetic(
-                data[split], n, seed, task="looks", knobs=knobs, progress=True
+            lambda split=split, seed=seed, n=n, split_knobs=split_knobs: write_synthetic(
+                data[split], n, seed, task="looks", knobs=split_knobs, progress=True
             ),
         )
     return data

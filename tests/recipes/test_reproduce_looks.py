@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from mgpo.data.dataset import read_prompts
 from recipes.reproduce_looks import results_table
 
 
@@ -40,12 +41,14 @@ def test_the_smoke_looks_experiment_runs_every_stage_and_resumes(tmp_path):
     assert {
         "data-train",
         "data-test",
+        "data-mgpo",  # MGPO's questions: those that need a crop
         "looks-cold-start",
         "looks-settle",
         "train-looks-mgpo",
         "distill",
         "eval-mgpo",
     } <= set(timings)
+    assert {r.category for r in read_prompts(out / "data" / "mgpo")} <= {"look1", "look2"}
     result = json.loads((out / "eval" / "mgpo.json").read_text())
     assert result["questions"] == 3 and result["mode"] == "mgpo"
     assert "| MGPO (two turns) | all (3) |" in (out / "results.md").read_text()
