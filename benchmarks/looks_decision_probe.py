@@ -4,9 +4,8 @@
         [--n 8] [--engine hf] [--out benchmarks/results/looks-decision-probe.json]
 
 Each question of the run's data (or `--data`) is rolled out `--n` times by the run's own loop and settings
-(mode, temperature, top_p, max_crops, invalid_crop, direct_bonus, and the learner's
-scale_rewards), as one RL group, by the run's start model or
-`--model`. Per category and decision (direct answer, one crop, two crops, a malformed crop request, cut
+(mode, temperature, top_p, max_crops, invalid_crop, direct_bonus; the learner's scale_rewards), as one RL
+group, by the run's start model or `--model`. Per category and decision (direct answer, one crop, two crops, a malformed crop request, cut
 off), it prints the share of samples, the share answered right, and the decision's GRPO advantage summed
 over its samples per sample of the category: the push RL gives a decision's first token (it is the token
 that decides: a reply starts with `\\boxed{` or with `{"bbox_2d"`). A decision with a negative push is
