@@ -35,7 +35,7 @@ from mgpo.data.distill import PATHS_FILE, conversation, read_paths
 from mgpo.data.synth import synth_choice_sample, synth_looks_sample
 from mgpo.images import ImageStore
 from mgpo.masks import Sequence as TokenSequence
-from mgpo.masks import turn_starts
+from mgpo.masks import decision_weights
 from mgpo.models.inputs import build_batch, compact
 from mgpo.models.tiny import load_policy, load_processor
 from mgpo.resize import PixelBudget
@@ -183,7 +183,7 @@ def train_step(
     else:
         logits = model(**built.inputs).logits[:, :-1]
         trained = built.loss_mask[:, 1:]  # position t-1 predicts the token at t
-        weights = 1.0 + (decision_weight - 1.0) * turn_starts(built.loss_mask)[:, 1:][trained].float()
+        weights = decision_weights(built.loss_mask, decision_weight)[:, 1:][trained]
         tokens = F.cross_entropy(
             logits[trained].float(), built.inputs["input_ids"][:, 1:][trained], reduction="none"
         )

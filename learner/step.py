@@ -17,7 +17,7 @@ from learner.logprobs import flat, group_batch, per_token, split_rows, token_sta
 from mgpo.advantages import grpo_advantages
 from mgpo.images import ImageStore
 from mgpo.loss import LossConfig, policy_loss
-from mgpo.masks import turn_starts
+from mgpo.masks import decision_weights
 from mgpo.models.inputs import Batch
 from mgpo.records import TrajectoryGroup
 
@@ -76,8 +76,7 @@ def prepare_one(
     batch = group_batch(processor, signal.group, store)
     advantages = per_token(signal.advantages, batch.loss_mask)
     if decision_weight != 1.0:
-        weights = 1.0 + (decision_weight - 1.0) * turn_starts(batch.loss_mask).float()
-        advantages = advantages * flat(weights, batch.loss_mask)
+        advantages = advantages * flat(decision_weights(batch.loss_mask, decision_weight), batch.loss_mask)
     return Prepared(
         batch,
         advantages,

@@ -103,3 +103,8 @@ def turn_starts(loss_mask: torch.Tensor) -> torch.Tensor:
     before = torch.zeros_like(loss_mask)
     before[:, 1:] = loss_mask[:, :-1]
     return loss_mask & ~before
+
+
+def decision_weights(loss_mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """[B, T] float: `weight` on each turn's first generated token (turn_starts), 1 elsewhere."""
+    return 1.0 + (weight - 1.0) * turn_starts(loss_mask).float()

@@ -86,8 +86,12 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
 def _splits(root: Path, plan: LooksPlan, stages: Stages, knobs: SynthKnobs) -> dict[str, Path]:
     data = {split: root / "data" / split for split in ("train", "test", "mgpo")}
     crops = dataclasses.replace(knobs, looks=MGPO_LOOKS)
-    splits = (("train", 2100, plan.train_n, knobs), ("test", 2200, plan.test_n, knobs))
-    for split, seed, n, split_knobs in (*splits, ("mgpo", 2100, plan.train_n, crops)):
+    splits = (
+        ("train", 2100, plan.train_n, knobs),
+        ("test", 2200, plan.test_n, knobs),
+        ("mgpo", 2100, plan.train_n, crops),
+    )
+    for split, seed, n, split_knobs in splits:
         stages.run(
             f"data-{split}",
             data[split] / META_FILE,
