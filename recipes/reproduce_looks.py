@@ -2,12 +2,13 @@
 
 1. Train and test splits of the looks set, made as the cold start's (its config's `data` knobs: 2048-px
    images, a 4 x 4 grid, the finest stripes 1 px, options in a fixed order, so `mgpo data distill
-   --keep-option-order`): questions that need 0, 1 or 2 crops.
+   --keep-option-order`): questions that need 0, 1 or 2 crops; the distill split is the train split's
+   questions and more of the same seed.
 2. The looks set's own cold start (configs/reproduce/looks-cold-start.yaml): grounding and reading at every
    zoom, never the combined task; its settle (configs/reproduce/settle.yaml over it: the turn-1 format
    examples' boxes on the question's tag, as in `mgpo reproduce`); then MGPO RL (looks-mgpo.yaml) from it
    on questions that need a crop (MGPO_LOOKS): the two-turn policy, the teacher of the crops.
-3. `mgpo data distill` from it: each train question's way the policy solves it (no crop where it reads the
+3. `mgpo data distill` from it: each distill question's way the policy solves it (no crop where it reads the
    detail from the whole image better than a guess and than a crop, else a crop, else a crop of the crop)
    in the multi-turn format.
 4. `mgpo sft` (looks-sft.yaml) of the MGPO policy on those paths: the autonomous format.
@@ -44,7 +45,12 @@ MODES = {
 
 class LooksPlan:
     def __init__(self, smoke: bool) -> None:
-        self.train_n, self.test_n = (6, 3) if smoke else (128, 48)
+        # 300 test questions: at 48 (15 look1) one question moved a category's decision share by 0.07
+        self.train_n, self.test_n = (6, 3) if smoke else (128, 300)
+        # Distillation reads the train questions and more of the same seed (the first `train_n` are the
+        # train split's): from 128, SFT saw 68 paths ~35 times each and answered 0.14 of look1 directly;
+        # from 384 (214 paths), 0.06 (README, Results)
+        self.distill_questions = 6 if smoke else 384
         self.rl_steps = 2 if smoke else None  # None: the config's
         self.sft_steps = 2 if smoke else None
         # 16 askings: a guess (1 in 4) clears a 0.5 bar 3% of the time, a 0.6 reader 86% (at 8: 11%, 83%)
@@ -63,7 +69,16 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     settled = _sft("looks-settle", root, plan, settle, stages, source="looks-cold-start")
     mgpo = _rl("looks-mgpo", root, plan, settled, data["mgpo"], stages)
     distilled = root / "distilled"
-    command = ("data", "distill", "--model", str(mgpo), "--data", str(data["train"]), "--out", str(distilled))
+    command = (
+        "data",
+        "distill",
+        "--model",
+        str(mgpo),
+        "--data",
+        str(data["distill"]),
+        "--out",
+        str(distilled),
+    )
     command += ("--n", str(plan.distill_n), *BUDGET)
     if not knobs.shuffle_options:  # a policy that learned fixed orders is asked in them
         command += ("--keep-option-order",)
@@ -84,12 +99,13 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
 
 
 def _splits(root: Path, plan: LooksPlan, stages: Stages, knobs: SynthKnobs) -> dict[str, Path]:
-    data = {split: root / "data" / split for split in ("train", "test", "mgpo")}
+    data = {split: root / "data" / split for split in ("train", "test", "mgpo", "distill")}
     crops = dataclasses.replace(knobs, looks=MGPO_LOOKS)
     splits = (
         ("train", 2100, plan.train_n, knobs),
         ("test", 2200, plan.test_n, knobs),
         ("mgpo", 2100, plan.train_n, crops),
+        ("distill", 2100, plan.distill_questions, knobs),
     )
     for split, seed, n, split_knobs in splits:
         stages.run(

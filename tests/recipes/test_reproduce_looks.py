@@ -42,6 +42,7 @@ def test_the_smoke_looks_experiment_runs_every_stage_and_resumes(tmp_path):
         "data-train",
         "data-test",
         "data-mgpo",  # MGPO's questions: those that need a crop
+        "data-distill",  # the train questions and more of the same seed
         "looks-cold-start",
         "looks-settle",
         "train-looks-mgpo",
@@ -49,6 +50,8 @@ def test_the_smoke_looks_experiment_runs_every_stage_and_resumes(tmp_path):
         "eval-mgpo",
     } <= set(timings)
     assert {r.category for r in read_prompts(out / "data" / "mgpo")} <= {"look1", "look2"}
+    train = [r.id for r in read_prompts(out / "data" / "train")]
+    assert [r.id for r in read_prompts(out / "data" / "distill")][: len(train)] == train
     result = json.loads((out / "eval" / "mgpo.json").read_text())
     assert result["questions"] == 3 and result["mode"] == "mgpo"
     assert "| MGPO (two turns) | all (3) |" in (out / "results.md").read_text()
