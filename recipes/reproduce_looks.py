@@ -69,17 +69,8 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     settled = _sft("looks-settle", root, plan, settle, stages, source="looks-cold-start")
     mgpo = _rl("looks-mgpo", root, plan, settled, data["mgpo"], stages)
     distilled = root / "distilled"
-    command = (
-        "data",
-        "distill",
-        "--model",
-        str(mgpo),
-        "--data",
-        str(data["distill"]),
-        "--out",
-        str(distilled),
-    )
-    command += ("--n", str(plan.distill_n), *BUDGET)
+    command = ("data", "distill", "--model", str(mgpo), "--data", str(data["distill"]))
+    command += ("--out", str(distilled), "--n", str(plan.distill_n), *BUDGET)
     if not knobs.shuffle_options:  # a policy that learned fixed orders is asked in them
         command += ("--keep-option-order",)
     stages.run("distill", distilled / "distill.json", lambda: run_mgpo(*command))
