@@ -16,7 +16,6 @@ Per category of the looks set in DATA (its first `questions` of each), each ques
 import argparse
 import dataclasses
 import functools
-import io
 import json
 import shutil
 from pathlib import Path
@@ -29,7 +28,7 @@ from mgpo.data.distill import pass_rate
 from mgpo.images import ImageStore
 from mgpo.records import PromptRecord
 from mgpo.resize import PixelBudget
-from recipes.distill import Ask, direct_replies, mgpo_samples, variants
+from recipes.distill import Ask, _crop_image, direct_replies, mgpo_samples, variants
 from recipes.evaluate import eval_spec
 
 BUDGET = PixelBudget(224 * 224, 224 * 224)
@@ -44,9 +43,7 @@ def _holds(region: Box | None, box: Box) -> bool:
 
 def _cut(store: ImageStore, record: PromptRecord, region: Box, target: Box | None = None) -> PromptRecord:
     """`record` asked about `region` of its image, as an image of its own (target moved into it)."""
-    buf = io.BytesIO()
-    store.get(record.images[0]).crop(tuple(int(v) for v in region)).save(buf, format="PNG")
-    image = store.put_bytes(buf.getvalue(), check=False)
+    image = _crop_image(store, record.images[0], region)  # the crops distillation cuts, as it cuts them
     if target is not None:
         target = Box(
             target.x1 - region.x1, target.y1 - region.y1, target.x2 - region.x1, target.y2 - region.y1
