@@ -26,7 +26,7 @@ from transformers.optimization import get_wsd_schedule
 
 from learner.lora import add_lora, load_adapter
 from mgpo.boxes import BoxRule, iou, parse_box
-from mgpo.cold_start import Example, format_example, skill_examples, zoom_skill_examples
+from mgpo.cold_start import Example, format_example, panel_view, skill_examples, zoom_skill_examples
 from mgpo.crop import render_view
 from mgpo.data.cot import pairs as cot_pairs
 from mgpo.data.cot import read_replies
@@ -79,9 +79,13 @@ def build_examples(
             )
         if with_format and config.format_share > 0:
             on_target = config.format_box_on == "target"
-            out.append(
-                format_example(sample, budget, config.box_cells, rng, config.format_box_share, on_target)
-            )
+            views = [sample]
+            if config.data.task == "looks" and config.format_in_panel:
+                views += [v for v in (panel_view(sample),) if v is not None]
+            out += [
+                format_example(v, budget, config.box_cells, rng, config.format_box_share, on_target)
+                for v in views
+            ]
     return out
 
 

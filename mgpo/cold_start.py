@@ -20,6 +20,7 @@ its position); a 2x2 box always contains a tag of up to 28 input pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import NamedTuple
 
@@ -239,8 +240,7 @@ def zoom_skill_examples(
     look0 panel read in the whole view only for `whole_view_read_frames`, if given: there every panel
     shows, and which one a question means is told by its frame's colour alone."""
     look = int(sample.category.removeprefix("look"))
-    panels = [t for t in sample.tags if t.box.width == sample.tags[0].box.width]
-    inner = sample.tags[len(panels) :]
+    panels, inner = _panels(sample)
     side = sample.images[0].width
     out = []
     grounds = [t for t in sample.tags if grounding_frames is None or t.frame in grounding_frames]
@@ -262,6 +262,25 @@ def zoom_skill_examples(
                 out.append(grounding_example(view, tag, budget, cells, wording, phrasing))
             out.append(_read(view, tag, budget, cell / tag.box.width, rng))
     return out
+
+
+def _panels(sample: SynthSample) -> tuple[list[Tag], list[Tag]]:
+    """A looks sample's panels (the red one first) and the small tags inside the red one (look2 only)."""
+    panels = [t for t in sample.tags if t.box.width == sample.tags[0].box.width]
+    return panels, list(sample.tags[len(panels) :])
+
+
+def panel_view(sample: SynthSample) -> SynthSample | None:
+    """A look2 sample as its red panel's own view, the question's tag its target: the image a second look
+    is asked about (`mgpo data distill` gives the teacher its first crop as an image of its own). None for
+    look0/look1 samples, whose question needs no look inside a panel."""
+    panels, inner = _panels(sample)
+    if not inner:
+        return None
+    view = _inside(sample, panels[0].box, inner)
+    return dataclasses.replace(
+        view, target_box=view.tags[0].box
+    )  # the red tag, as synth_looks_sample lists it first
 
 
 def _read(sample: SynthSample, tag: Tag, budget: PixelBudget, scale: float, rng: random.Random) -> Example:

@@ -531,6 +531,11 @@ class SFTConfig(_Section):
         description="where a format example's box goes: any tag, at random (where to look is left to RL), or "
         "the tag the question is about (the model knows where; RL teaches it to box: the paper's premise)",
     )
+    format_in_panel: bool = Field(
+        False,
+        description="task looks: for a look2 sample, one more format example in its red panel's own view "
+        "(mgpo.cold_start.panel_view): the turn-1 prompt a second look is asked in",
+    )
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="peak learning rate")
     lr_warmup_steps: int = Field(0, ge=0, description="linear warm-up from lr * lr_min_ratio to `lr`")
     lr_decay_steps: int = Field(0, ge=0, description="the last steps: cosine decay to lr * lr_min_ratio")
@@ -576,6 +581,8 @@ class SFTConfig(_Section):
             raise ValueError(f"close_up_scale must be 1 <= low <= high, got {self.close_up_scale}")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        if self.format_in_panel and self.data.task != "looks":
+            raise ValueError("format_in_panel is for data.task: looks (a look2 sample's red panel)")
         self.data.knobs()  # the synthetic set's own checks (sides, grid room, tag fit)
         return self
 

@@ -42,6 +42,23 @@ def test_a_format_share_adds_turn_1_format_examples_to_training_never_to_the_hel
     assert "".join(batch) == "g" * 7 + "r" * 4 + "f"
 
 
+def test_format_in_panel_adds_a_look2_questions_format_example_in_its_panels_view():
+    from learner.sft import _examples
+    from mgpo.resize import PixelBudget
+
+    data = {"task": "looks", "train_n": 6, "eval_n": 1, "looks": (2,), "min_side": 2048, "max_side": 2048}
+    data |= {"grid": 4, "stripe_width": 1, "clutter": 0, "position_cue": True}
+    common = {"data": data, "format_share": 0.1, "min_pixels": 50176, "max_pixels": 50176}
+    for in_panel, per_sample in ((False, 1), (True, 2)):
+        config = SFTConfig.model_validate({**common, "format_in_panel": in_panel})
+        by_skill, _, _ = _examples(config, PixelBudget(config.min_pixels, config.max_pixels))
+        formats = by_skill[2]
+        assert len(formats) == 6 * per_sample and {e.skill for e in formats} == {"format"}
+        assert {e.images[0].size for e in formats} == {(224, 224)}
+    with pytest.raises(ValueError, match="format_in_panel is for data.task: looks"):
+        SFTConfig.model_validate({"data": {"train_n": 1, "eval_n": 1}, "format_in_panel": True})
+
+
 def test_a_direct_share_without_a_distilled_folder_is_refused():
     from learner.sft import _examples
     from mgpo.resize import PixelBudget

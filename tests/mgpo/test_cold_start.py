@@ -10,6 +10,7 @@ from mgpo.cold_start import (
     close_up_region,
     format_example,
     grounding_example,
+    panel_view,
     recognition_example,
     skill_examples,
     taught_box,
@@ -215,3 +216,24 @@ def test_whole_view_read_frames_limit_the_reads_where_every_panel_shows(look):
     if look == 0:
         assert reading[0].target == sample.answer
         assert "red frame" in reading[0].prompt
+
+
+@pytest.mark.parametrize("look", [0, 1, 2])
+def test_a_look2_questions_second_look_is_taught_in_its_red_panels_own_view(look):
+    sample = _looks_sample(look)
+    view = panel_view(sample)
+    if look < 2:
+        assert view is None  # nothing to look for inside a panel
+        return
+    red, tag = sample.tags[0].box, sample.tags[4]
+    assert view.images[0].size == (512, 512) and view.question == sample.question
+    assert tag.box == sample.target_box and tag.frame == "red"  # the question's tag, in the whole image
+    assert view.target_box == Box(
+        tag.box.x1 - red.x1, tag.box.y1 - red.y1, tag.box.x2 - red.x1, tag.box.y2 - red.y1
+    )
+    # the turn-1 format example there boxes the red tag in the panel's 224-px view: its 2x2-token cell
+    rng = random.Random(0)
+    examples = [format_example(view, VIEW, 2, rng, box_share=1.0, on_target=True) for _ in range(5)]
+    boxes = {parse_box(e.reply, (224, 224)).box for e in examples}
+    x, y = (tag.box.x1 - red.x1 - 16) * 224 / 512, (tag.box.y1 - red.y1 - 16) * 224 / 512
+    assert boxes == {Box(x, y, x + 56, y + 56)}
