@@ -106,7 +106,12 @@ async function loadRuns() {
   if (runs.some((r) => r.name === wanted)) select.value = wanted;
 }
 
+// Each refresh's number: a slower, older one (the page's first load, a filter changed since) that answers
+// after a newer one must not put its stale list back.
+let latest = 0;
+
 async function refresh() {
+  const ticket = ++latest;
   const run = $("run").value;
   const list = $("list");
   if (!run) {
@@ -118,6 +123,7 @@ async function refresh() {
   if ($("min-reward").value !== "") q.set("min_reward", $("min-reward").value);
   if ($("max-reward").value !== "") q.set("max_reward", $("max-reward").value);
   const items = await getJSON(`/runs/${encodeURIComponent(run)}/trajectories?${q}`);
+  if (ticket !== latest) return;
   list.replaceChildren(...(items.length ? items.map((t) => card(run, t))
     : [el("div", { class: "empty", text: "no trajectories match" })]));
   $("status").textContent = `${items.length} shown, ${new Date().toLocaleTimeString()}`;

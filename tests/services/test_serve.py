@@ -247,7 +247,11 @@ def test_the_viewer_shows_boxes_and_crops_in_chromium(served):
         page.on("requestfailed", lambda r: failed.append(r.url))
         page.goto(f"{api.url}/viewer?run=e2e")
         page.select_option("#valid", "true")
-        page.wait_for_selector("article.traj.valid rect.box-pred")
+        # the page's first, unfiltered list may still be on screen: wait for the filtered one
+        page.wait_for_function(
+            """() => document.querySelectorAll('article.traj.invalid').length === 0
+                     && document.querySelectorAll('article.traj.valid rect.box-pred').length > 0"""
+        )
         # The viewer is live (a refresh every 5 s adds cards whose images are still loading): the sizes are
         # read in the same JavaScript turn that sees every image complete (a broken one is complete, width 0).
         sizes = page.wait_for_function(
