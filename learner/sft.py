@@ -80,7 +80,7 @@ def build_examples(
         if with_format and config.format_share > 0:
             on_target = config.format_box_on == "target"
             views = [sample]
-            if config.data.task == "looks" and config.format_in_panel:
+            if config.format_in_panel:  # the looks set's alone (SFTConfig refuses it elsewhere)
                 views += [v for v in (panel_view(sample),) if v is not None]
             out += [
                 format_example(v, budget, config.box_cells, rng, config.format_box_share, on_target)

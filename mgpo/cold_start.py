@@ -278,9 +278,8 @@ def panel_view(sample: SynthSample) -> SynthSample | None:
     if not inner:
         return None
     view = _inside(sample, panels[0].box, inner)
-    return dataclasses.replace(
-        view, target_box=view.tags[0].box
-    )  # the red tag, as synth_looks_sample lists it first
+    # the red tag: synth_looks_sample lists it first among the panel's tags
+    return dataclasses.replace(view, target_box=view.tags[0].box)
 
 
 def _read(sample: SynthSample, tag: Tag, budget: PixelBudget, scale: float, rng: random.Random) -> Example:
