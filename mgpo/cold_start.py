@@ -240,7 +240,7 @@ def zoom_skill_examples(
     look0 panel read in the whole view only for `whole_view_read_frames`, if given: there every panel
     shows, and which one a question means is told by its frame's colour alone."""
     look = int(sample.category.removeprefix("look"))
-    panels, inner = _panels(sample)
+    panels, _ = _panels(sample)
     side = sample.images[0].width
     out = []
     grounds = [t for t in sample.tags if grounding_frames is None or t.frame in grounding_frames]
@@ -252,9 +252,9 @@ def zoom_skill_examples(
             out.append(_read(sample, tag, budget, 1.0, rng))  # in a crop of the panel's cell
         elif look == 0 and (whole_view_read_frames is None or tag.frame in whole_view_read_frames):
             out.append(_read(sample, tag, budget, side / tag.box.width, rng))  # in the whole image
-    if inner:
+    view = panel_view(sample)
+    if view is not None:
         red = panels[0]
-        view = _inside(sample, red.box, inner)
         cell = red.box.width / (side / red.box.width)  # the panel is laid out on the image's own grid
         for tag in view.tags:
             if grounding_frames is None or tag.frame in grounding_frames:
