@@ -57,7 +57,9 @@ def row(
     record: PromptRecord, group: TrajectoryGroup, store: ImageStore, budget: PixelBudget
 ) -> dict[str, object]:
     """What one question came to: reward, grounding, the first crop and its IoU with the hidden box (for
-    multi-image grounding: the answer box's IoU with the true one, right at IoU >= 0.5)."""
+    multi-image grounding: the answer box's IoU with the true one, right at IoU >= 0.5), and every crop's
+    region (a crop of a crop's too: whether the last one held the target tells a box that missed from a
+    detail that was not read)."""
     sample = group.samples[0]
     crops = [v for v in sample.views if v.region is not None]
     region = crops[0].region if crops else None
@@ -81,6 +83,8 @@ def row(
         "crop": list(region) if region is not None else None,
         "iou": overlap,
         "crop_holds_target": holds,
+        "regions": [list(v.region) for v in crops if v.region is not None],
+        "last_crop_holds_target": bool(crops and target is not None and contains(crops[-1].region, target)),
         **_looked(sample, store, budget),
         "text": list(sample.text),
     }

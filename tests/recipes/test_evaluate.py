@@ -2,9 +2,15 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from recipes.evaluate import summarize
+from mgpo.boxes import Box
+from mgpo.images import ImageStore
+from mgpo.records import PromptRecord, TaskKind, TrajectoryGroup, TrajectorySample, View
+from mgpo.resize import PixelBudget
+from recipes.evaluate import row, summarize
 from recipes.report import smooth, write_report
 from runtime.metrics_log import MetricsLog
 
@@ -49,6 +55,30 @@ def test_summarize_reports_looks_per_category():
     assert (look0["questions"], look0["accuracy"], look0["direct_answer_ratio"]) == (2, 0.5, 1.0)
     assert (look2["crops_per_question"], look2["image_tokens_per_question"]) == (2.0, 192.0)
     assert "categories" not in look2
+
+
+def test_a_row_keeps_every_crop_and_whether_the_last_one_held_the_target(tmp_path):
+    store = ImageStore(tmp_path)
+    image = store.put_image(Image.new("RGB", (2048, 2048)))
+    panel, tag, beside = Box(1024, 0, 1536, 512), Box(1296, 272, 1392, 368), Box(1280, 384, 1408, 512)
+    record = PromptRecord("q", TaskKind.MULTIPLE_CHOICE, "?", (image,), "A", ("a", "b"), target_box=tag)
+
+    def looked(*regions: Box) -> dict:
+        views = (View(image), *(View(image, r) for r in regions))
+        empty = np.zeros(0, np.int32)
+        sample = TrajectorySample(
+            empty, empty.astype(bool), empty.astype(np.float32), views, 1.0, True, len(views), "stop"
+        )
+        group = TrajectoryGroup("g", "q", 0, (sample,), 50176, 50176)
+        return row(record, group, store, PixelBudget(50176, 50176))
+
+    twice = looked(panel, Box(1280, 256, 1408, 384))
+    assert twice["regions"] == [list(panel), [1280, 256, 1408, 384]] and twice["crop"] == list(panel)
+    assert twice["crop_holds_target"] and twice["last_crop_holds_target"]
+    missed = looked(panel, beside)  # the first crop held the tag, the second cut beside it
+    assert missed["crop_holds_target"] and not missed["last_crop_holds_target"]
+    direct = looked()
+    assert direct["regions"] == [] and not direct["last_crop_holds_target"] and direct["direct"]
 
 
 def test_smooth_is_a_trailing_average():
