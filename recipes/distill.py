@@ -12,8 +12,8 @@ every time. A pass rate is the share of the `n` answers that named the right opt
 - crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop.
 `first_way` (the bars, against the higher of the two guesses) picks a direct answer or the first solved
 sample's own box, its crop and the answer; where neither clears its bar, a crop of the crop: the policy's most
-frequent first crops in turn, each cut out and given to it as the image of new MGPO rollouts; a box there
-and a right answer often enough (the same bars) gives two crops.
+frequent first crop, cut out and given to it as the image of new MGPO rollouts; a box there and a right
+answer often enough gives two crops.
 Questions solved by none are left out (counted). Each path's boxes are in pixels of the view they cut from,
 as the multi-turn loop reads them, and its regions are the loop's own (`crop_region`), so SFT on the folder
 teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce. `rates.jsonl` keeps
@@ -47,7 +47,6 @@ from mgpo.data.distill import (
     Bars,
     LookPath,
     answer_turn,
-    clears,
     crop_request,
     first_way,
     letter_rate,
@@ -67,10 +66,6 @@ RATES_FILE = "rates.jsonl"  # every question's pass rates without a crop and wit
 # set's coarsest stripes are ~2 view pixels wide) and keeps layout and colours: what is left is a guess.
 BLUR_RADIUS = 4.0
 MAX_CROPS = 2  # the paths go up to a crop of a crop; RL must allow as many (rollout.max_crops)
-# A crop of a crop is tried from the policy's 3 most frequent first crops, not its favourite alone: an MGPO
-# teacher's first crop held a look2 tag 0.31 of the time at temperature 1, and from the right panel its
-# second look was right 0.45 (benchmarks/results/reproduce-looks-panel/chain-mgpo.json).
-FIRST_CROPS = 3
 
 
 def variants(record: PromptRecord, n: int, shuffle: bool = True) -> list[PromptRecord]:
@@ -157,17 +152,19 @@ def _crop_image(store: ImageStore, original: str, region: Box) -> str:
     return store.put_bytes(buf.getvalue(), check=False)
 
 
-def _first_crops(samples: Sequence[TrajectorySample], k: int) -> list[TrajectorySample]:
-    """One sample for each of the `k` first crops the policy cut most often, the most frequent first."""
+def _most_common_first(samples: Sequence[TrajectorySample]) -> TrajectorySample | None:
+    """A sample whose first crop is the one the policy cut most often (None: it never cut one)."""
     cropped = [s for s in samples if s.turns > 1 and s.views[1].region is not None]
-    regions = [region for region, _ in Counter(s.views[1].region for s in cropped).most_common(k)]
-    return [next(s for s in cropped if s.views[1].region == region) for region in regions]
+    if not cropped:
+        return None
+    region = Counter(s.views[1].region for s in cropped).most_common(1)[0][0]
+    return next(s for s in cropped if s.views[1].region == region)
 
 
-def _passes(samples: Sequence[TrajectorySample], guess: float, bars: Bars) -> TrajectorySample | None:
-    """The first sample solved with a valid crop, if they were solved often enough (`clears`), else None."""
+def _passes(samples: Sequence[TrajectorySample], bar: float) -> TrajectorySample | None:
+    """The first sample solved with a valid crop, if at least `bar` of them were (else None)."""
     solved = [s for s in samples if _solved(s)]
-    return solved[0] if clears(len(solved) / len(samples), guess, bars.crop, bars) else None
+    return solved[0] if solved and len(solved) >= bar * len(samples) else None
 
 
 def one_crop_path(
@@ -186,31 +183,16 @@ def two_crop_path(
     samples: Sequence[TrajectorySample],
     budget: PixelBudget,
     ask: Ask,
-    guess: float,
-    bars: Bars,
+    bar: float,
 ) -> LookPath | None:
-    """The policy's most frequent first crops in turn (FIRST_CROPS), each given to it as a new image; the
-    first solved there often enough gives two crops."""
-    for first in _first_crops(samples, FIRST_CROPS):
-        path = _crop_of_crop(loop, record, first, budget, ask, guess, bars)
-        if path is not None:
-            return path
-    return None
-
-
-def _crop_of_crop(
-    loop: Loop,
-    record: PromptRecord,
-    first: TrajectorySample,
-    budget: PixelBudget,
-    ask: Ask,
-    guess: float,
-    bars: Bars,
-) -> LookPath | None:
+    """The policy's most frequent crop, given to it as a new image; solved there often enough, two crops."""
+    first = _most_common_first(samples)
+    if first is None:
+        return None
     region = first.views[1].region
     assert region is not None
     sub = dataclasses.replace(record, images=(_crop_image(loop.store, record.images[0], region),))
-    sample = _passes(mgpo_samples(loop, sub, ask), guess, bars)
+    sample = _passes(mgpo_samples(loop, sub, ask), bar)
     if sample is None:
         return None
     original = loop.original_size(record.images[0])
@@ -255,7 +237,7 @@ def best_paths(
         elif way == 1:
             path = one_crop_path(loop, record, samples, budget)
         else:
-            path = two_crop_path(loop, record, samples, budget, ask, guess, bars)
+            path = two_crop_path(loop, record, samples, budget, ask, bars.crop)
         if path is not None:
             paths[record.id] = path
     return paths, crops

@@ -93,26 +93,18 @@ class Bars(NamedTuple):
     """What makes a way a question's path, in pass rates over its `n` askings."""
 
     # With options in a fixed order a favourite letter passes every time, and a path that taught it would
-    # teach a guess, not a reading: so every way, a direct answer or a crop, must also beat a guess
-    # (`first_way`'s `blind`). A crop path right only as often as a guess taught the teacher's favourite
-    # letter with a box that did not hold the detail (README, Results).
+    # teach a guess, not a reading: so a direct answer must also beat a guess (`first_way`'s `blind`).
     direct: float = 0.5  # a direct answer: right this often from the whole image,
-    blind_margin: float = 0.25  # and this much more often than a guess (a crop path as well)
+    blind_margin: float = 0.25  # and this much more often than a guess
     crop: float = 0.5  # a crop path: right with a valid crop this often
-
-
-def clears(rate: float, guess: float, bar: float, bars: Bars) -> bool:
-    """A way's pass rate clears its `bar` and beats a `guess` by the margin; > 0: a path is one of the
-    policy's own right samples."""
-    return rate > 0 and rate >= bar and rate - guess >= bars.blind_margin
 
 
 def first_way(direct: float, blind: float, crop: float, bars: Bars = Bars()) -> int | None:
     """0 (answer directly) or 1 (crop once): whichever clears its bar, the more often right of the two if
     both do (a tie: the shorter); None: neither, try a crop of a crop. `blind`: what a guess scores (the
     image blurred past reading, or the policy's letter shares: `letter_rate`, whichever is higher)."""
-    reads = clears(direct, blind, bars.direct, bars)
-    crops = clears(crop, blind, bars.crop, bars)
+    reads = direct > 0 and direct >= bars.direct and direct - blind >= bars.blind_margin
+    crops = crop > 0 and crop >= bars.crop  # > 0: a path is one of the policy's own solved samples
     if reads and (not crops or direct >= crop):
         return 0
     return 1 if crops else None

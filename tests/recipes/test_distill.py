@@ -4,7 +4,6 @@ multi-turn paths it wrote; and the option variants that keep a blind letter gues
 import json
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from learner.sft import _examples, look_examples
@@ -12,9 +11,9 @@ from mgpo.boxes import Box, BoxRule, parse_box
 from mgpo.crop import crop_region, full_region, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_subset, write_synthetic
 from mgpo.data.distill import Bars, LookPath, answer_turn, crop_request, read_paths, write_paths
-from mgpo.records import PromptRecord, TaskKind, TrajectorySample, View
+from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import PixelBudget
-from recipes.distill import _first_crops, distill, variants
+from recipes.distill import distill, variants
 from runtime.config import load_sft_config
 from services.cli import main
 
@@ -31,32 +30,13 @@ def test_variants_move_the_answer_with_its_option_and_spread_the_letters():
     assert {(v.choices, v.answer) for v in variants(record, 3, shuffle=False)} == {(record.choices, "B")}
 
 
-def _sample(region: tuple[int, int, int, int] | None, text: str) -> TrajectorySample:
-    views = (View("a" * 64),) if region is None else (View("a" * 64), View("a" * 64, Box(*region)))
-    empty = np.zeros(0, np.int32)
-    return TrajectorySample(
-        empty, empty.astype(bool), empty.astype(np.float32), views, 1.0, True, len(views), "stop", (text,)
-    )
-
-
-def test_a_crop_of_a_crop_is_tried_from_the_most_frequent_first_crops_in_turn():
-    left, right, top = (0, 0, 512, 512), (512, 0, 1024, 512), (0, 512, 512, 1024)
-    cut = [left, right, right, None, top, right, left, top, (0, 0, 9, 9)]
-    samples = [_sample(region, f"s{i}") for i, region in enumerate(cut)]
-    firsts = _first_crops(samples, 3)
-    # right 3 times, then left and top twice (a tie: the first cut first); one sample each, its first one
-    assert [s.text for s in firsts] == [("s1",), ("s0",), ("s4",)]
-    assert _first_crops(samples[3:4], 3) == []  # never cropped: nothing to crop again
-
-
 @pytest.mark.slow
 def test_distilled_paths_are_the_loops_own_crops(tmp_path):
     data, sft = tmp_path / "data", tmp_path / "distilled"
     knobs = load_sft_config("configs/demo/cold-start.yaml").data.knobs()
     write_synthetic(data, 6, 7, knobs=knobs, image_format="png", progress=False)
-    # a direct answer only where all 8 askings were right, and any solved sample makes a crop path (a margin
-    # of -1: no guess check), so the cold start's few boxes give some; the options as given, as it was
-    # trained (letters that always mean the same value)
+    # no direct answer, and any solved sample makes a crop path, so the cold start's few boxes give some; the
+    # options as given, as it was trained (letters that always mean the same value)
     summary = distill(
         COLD_START,
         str(data),
@@ -64,7 +44,7 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
         n=8,
         engine="hf",
         budget=BUDGET,
-        bars=Bars(direct=1.0, blind_margin=-1.0, crop=0.0),
+        bars=Bars(direct=1.0, blind_margin=1.0, crop=0.0),
         shuffle=False,
     )
     paths = read_paths(sft)
