@@ -18,7 +18,8 @@ Questions solved by none are left out (counted). Each path's boxes are in pixels
 as the multi-turn loop reads them, and its regions are the loop's own (`crop_region`), so SFT on the folder
 teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce. `rates.jsonl` keeps
 every question's four rates, kept or not, and `distill.json` their means per category: how much a look
-adds, category by category.
+adds, category by category. A stopped distillation goes on where it was when run again with the same
+settings (`recipes.distill_progress`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from mgpo.images import ImageStore
 from mgpo.records import PromptRecord, TaskKind, TrajectorySample
 from mgpo.resize import PixelBudget
 from mgpo.templates import LETTERS, format_choices, single_prompt
+from recipes.distill_progress import Progress
 from recipes.evaluate import eval_spec
 
 RATES_FILE = "rates.jsonl"  # every question's pass rates without a crop and with one
@@ -96,23 +98,32 @@ def direct_replies(
     budget: PixelBudget,
     ask: Ask,
     blind: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Asked]:
     """Each question's variants answered from the whole image alone, at temperature 1. `blind`: from the
-    whole image blurred past reading (BLUR_RADIUS), what the policy answers without the detail."""
+    whole image blurred past reading (BLUR_RADIUS), what the policy answers without the detail. Replies in
+    `progress` are kept; new ones are added to it."""
     tok = Tokenizer(engine_tokenizer(policy))
     sampling = Sampling(n=1, max_tokens=32, temperature=1.0, stop_ids=(tok.im_end,), seed=0)
+    step = "blind" if blind else "direct"
+    done = progress.replies[step] if progress is not None else {}
     out = {}
     for record in tqdm(records, desc=f"distill: no crop{' (blind)' if blind else ''}", unit="question"):
+        asked = ask(record)
+        if len(done.get(record.id, ())) == len(asked):
+            out[record.id] = list(zip(asked, done[record.id], strict=True))
+            continue
         image = render_view(store.get(record.images[0]), None, budget)
         if blind:
             image = image.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
-        asked = ask(record)
         texts = [
             RECOGNITION_PROMPT.format(question=v.question, choices=format_choices(v.choices)) for v in asked
         ]
         prompts = [Prompt(tok.encode(single_prompt(t, 1, RECOGNITION_SYSTEM)), [image]) for t in texts]
         replies = [tok.decode(c.ids) for (c,) in policy.generate(prompts, sampling)]
         out[record.id] = list(zip(asked, replies, strict=True))
+        if progress is not None:
+            progress.add_replies(step, record.id, replies)
     return out
 
 
@@ -222,12 +233,19 @@ def best_paths(
     budget: PixelBudget,
     ask: Ask,
     bars: Bars,
+    progress: Progress,
 ) -> tuple[dict[str, LookPath], dict[str, float]]:
     """Each question's path by `first_way` (none: left out), and its one-crop pass rate (rolled out for every
     question, so `first_way` can weigh a crop against a direct answer and `rates.jsonl` tells what it adds).
-    `rates`: each question's direct, blind and letter rates (`no_crop_rates`)."""
+    `rates`: each question's direct, blind and letter rates (`no_crop_rates`). Questions in `progress` are
+    not asked again; each new one is added to it."""
     paths, crops = {}, {}
     for record in tqdm(records, desc="distill", unit="question"):
+        if record.id in progress.crops:
+            crops[record.id], done = progress.crops[record.id]
+            if done is not None:
+                paths[record.id] = done
+            continue
         samples = mgpo_samples(loop, record, ask)
         crops[record.id] = crop_rate(samples)
         guess = max(rates["blind"][record.id], rates["letter"][record.id])
@@ -240,7 +258,24 @@ def best_paths(
             path = two_crop_path(loop, record, samples, budget, ask, bars.crop)
         if path is not None:
             paths[record.id] = path
+        progress.add_crop(record.id, crops[record.id], path)
     return paths, crops
+
+
+def asking(
+    model: str, data: str, n: int, budget: PixelBudget, bars: Bars, shuffle: bool
+) -> dict[str, object]:
+    """What the answers depend on: a stopped distillation goes on only with the same (the engine may
+    differ: both give the policy's own answers)."""
+    pixels = [budget.min_pixels, budget.max_pixels]
+    return {
+        "model": model,
+        "data": data,
+        "n": n,
+        "pixels": pixels,
+        "bars": bars._asdict(),
+        "shuffle": shuffle,
+    }
 
 
 def distill(
@@ -260,6 +295,11 @@ def distill(
     if not records:
         raise ValueError(f"{data}: no multiple-choice question to distill")
     folder = Path(out)
+    progress = Progress(folder, asking(model, data, n, budget, bars, shuffle))
+    if progress.crops:
+        print(
+            f"distill: going on from {progress.path} ({len(progress.crops)} of {len(records)} questions done)"
+        )
     work = ImageStore(folder / "work" / "images")  # the originals and the policy's crops as images
     for record in records:
         work.put_bytes(source.path(record.images[0]).read_bytes(), check=False)
@@ -267,12 +307,12 @@ def distill(
     policy = build_engine(spec)
     try:
         ask = functools.partial(variants, n=n, shuffle=shuffle)
-        direct = direct_replies(policy, records, work, budget, ask)
+        direct = direct_replies(policy, records, work, budget, ask, progress=progress)
         shares = letter_shares([pair for asked in direct.values() for pair in asked])
-        blind = direct_replies(policy, records, work, budget, ask, blind=True)
+        blind = direct_replies(policy, records, work, budget, ask, blind=True, progress=progress)
         rates = no_crop_rates(direct, blind, shares)
         loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
-        paths, rates["crop"] = best_paths(loop, records, rates, budget, ask, bars)
+        paths, rates["crop"] = best_paths(loop, records, rates, budget, ask, bars, progress)
     finally:
         policy.close()
         shutil.rmtree(work.root.parent)  # copies and cut-out crops: the folder keeps what it teaches
@@ -285,6 +325,7 @@ def distill(
     write_paths(folder, {r.id: paths[r.id] for r in kept})
     _write_rates(folder / RATES_FILE, records, rates)
     (folder / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
+    progress.remove()  # the folder is whole: a rerun starts again
     print(json.dumps({"out": str(folder), **summary["looks"], "kept": len(kept), "questions": len(records)}))  # type: ignore[dict-item]
     return summary
 

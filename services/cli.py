@@ -203,16 +203,26 @@ def cmd_data_distill(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    distill(
-        args.model,
-        args.data,
-        args.out,
-        n=args.n,
-        engine=_offline_engine(args),
-        budget=PixelBudget(args.min_pixels, args.max_pixels),
-        bars=bars,
-        shuffle=not args.keep_option_order,
-    )
+    try:
+        distill(
+            args.model,
+            args.data,
+            args.out,
+            n=args.n,
+            engine=_offline_engine(args),
+            budget=PixelBudget(args.min_pixels, args.max_pixels),
+            bars=bars,
+            shuffle=not args.keep_option_order,
+        )
+    except ValueError as err:
+        print(f"mgpo data distill: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"stopped; the same command goes on from where it was ({args.out}/progress.jsonl)",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -63,11 +63,29 @@ def conversation(record: PromptRecord, template: Template, path: LookPath) -> li
     return pieces
 
 
+def path_json(record_id: str, path: LookPath) -> dict[str, object]:
+    """One `paths.jsonl` line's object (regions in whole original pixels, as the loop cuts them)."""
+    regions = [[round(v) for v in r] for r in path.regions]
+    return {"id": record_id, "turns": list(path.turns), "regions": regions}
+
+
+def path_from_json(item: dict) -> tuple[str, LookPath]:
+    """The record id and path of a `paths.jsonl` line's object; ValueError when it is not one."""
+    try:
+        record_id = str(item["id"])
+        turns = tuple(str(t) for t in item["turns"])
+        regions = tuple(Box(*(float(v) for v in r)) for r in item["regions"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"not an {{id, turns, regions}} line: {err}") from err
+    if len(turns) != len(regions) + 1:
+        raise ValueError(f"{len(turns)} turns for {len(regions)} crops (need crops + 1)")
+    return record_id, LookPath(turns, regions)
+
+
 def write_paths(root: str | os.PathLike[str], paths: dict[str, LookPath]) -> None:
     with open(Path(root) / PATHS_FILE, "w") as out:
         for record_id, path in paths.items():
-            regions = [[round(v) for v in r] for r in path.regions]
-            out.write(json.dumps({"id": record_id, "turns": list(path.turns), "regions": regions}) + "\n")
+            out.write(json.dumps(path_json(record_id, path)) + "\n")
 
 
 def read_paths(root: str | os.PathLike[str]) -> dict[str, LookPath]:
@@ -78,14 +96,10 @@ def read_paths(root: str | os.PathLike[str]) -> dict[str, LookPath]:
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-            turns = tuple(str(t) for t in item["turns"])
-            regions = tuple(Box(*(float(v) for v in r)) for r in item["regions"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{file}:{number}: not an {{id, turns, regions}} line: {err}") from err
-        if len(turns) != len(regions) + 1:
-            raise ValueError(f"{file}:{number}: {len(turns)} turns for {len(regions)} crops (need crops + 1)")
-        out[str(item["id"])] = LookPath(turns, regions)
+            record_id, path = path_from_json(json.loads(line))
+        except ValueError as err:  # a line that is no JSON too
+            raise ValueError(f"{file}:{number}: {err}") from err
+        out[record_id] = path
     return out
 
 

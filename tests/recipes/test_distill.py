@@ -13,7 +13,8 @@ from mgpo.data.dataset import open_store, read_prompts, write_subset, write_synt
 from mgpo.data.distill import Bars, LookPath, answer_turn, crop_request, read_paths, write_paths
 from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import PixelBudget
-from recipes.distill import distill, variants
+from recipes.distill import asking, distill, variants
+from recipes.distill_progress import PROGRESS_FILE, Progress
 from runtime.config import load_sft_config
 from services.cli import main
 
@@ -73,6 +74,35 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
     assert set(summary["mean_rates"]) == set(summary["by_category"])
     meta = json.loads((sft / "dataset.json").read_text())
     assert meta["max_crops"] == 2 and meta["min_pixels"] == BUDGET.min_pixels
+
+
+@pytest.mark.slow
+def test_a_stopped_distillation_goes_on_from_its_progress(tmp_path):
+    """A progress file as a stop leaves it: every question's direct and blind replies, one question's crop
+    step. The rerun asks none of those again (8 right direct replies of 8 on every question are the seeded
+    ones, not the cold start's) and finishes the rest with the real policy."""
+    data, out = tmp_path / "data", tmp_path / "distilled"
+    knobs = load_sft_config("configs/demo/cold-start.yaml").data.knobs()
+    write_synthetic(data, 6, 7, knobs=knobs, image_format="png", progress=False)
+    records = list(read_prompts(data))
+    bars = Bars(direct=1.0, blind_margin=0.0, crop=1.0)
+    progress = Progress(out, asking(COLD_START, str(data), 8, BUDGET, bars, False))
+    for record in records:
+        progress.add_replies("direct", record.id, [answer_turn(record.answer)] * 8)
+        progress.add_replies("blind", record.id, [answer_turn("Z")] * 8)
+    seeded = LookPath(
+        (crop_request(Box(0, 0, 56, 56), 1), answer_turn(records[0].answer)), (Box(0, 0, 64, 64),)
+    )
+    progress.add_crop(records[0].id, 0.625, seeded)
+    distill(COLD_START, str(data), str(out), n=8, engine="hf", budget=BUDGET, bars=bars, shuffle=False)
+    paths = read_paths(out)
+    assert paths[records[0].id] == seeded
+    assert all(paths[r.id] == LookPath((answer_turn(r.answer),), ()) for r in records[1:])
+    rates = {
+        json.loads(line)["id"]: json.loads(line) for line in (out / "rates.jsonl").read_text().splitlines()
+    }
+    assert rates[records[0].id]["crop"] == 0.625 and all(r["direct"] == 1.0 for r in rates.values())
+    assert not (out / PROGRESS_FILE).exists()  # the folder is whole: a rerun starts again
 
 
 @pytest.mark.slow
