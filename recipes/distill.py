@@ -296,10 +296,9 @@ def distill(
         raise ValueError(f"{data}: no multiple-choice question to distill")
     folder = Path(out)
     progress = Progress(folder, asking(model, data, n, budget, bars, shuffle))
-    if progress.crops:
-        print(
-            f"distill: going on from {progress.path} ({len(progress.crops)} of {len(records)} questions done)"
-        )
+    if progress.replies["direct"]:
+        done = f"{len(progress.replies['direct'])} questions answered, {len(progress.crops)} cropped"
+        print(f"distill: going on from {progress.path} ({done}, of {len(records)})", flush=True)
     work = ImageStore(folder / "work" / "images")  # the originals and the policy's crops as images
     for record in records:
         work.put_bytes(source.path(record.images[0]).read_bytes(), check=False)

@@ -18,7 +18,8 @@ PROGRESS_FILE = "progress.jsonl"
 
 
 class Progress:
-    """The steps done per question, read from `folder/progress.jsonl`; `add` appends one as it finishes."""
+    """The steps done per question, read from `folder/progress.jsonl`; `add_replies` and `add_crop` append
+    one as it finishes."""
 
     def __init__(self, folder: Path, settings: dict[str, object]) -> None:
         self.path = folder / PROGRESS_FILE
@@ -33,7 +34,10 @@ class Progress:
 
     def _read(self, settings: dict[str, object]) -> None:
         lines = self.path.read_text().splitlines()
-        first = json.loads(lines[0]).get("settings") if lines else None
+        try:
+            first = json.loads(lines[0]).get("settings")
+        except (IndexError, ValueError, AttributeError):
+            first = None  # not a settings line: refused below like other settings
         if first != settings:
             raise ValueError(
                 f"{self.path}: a distillation with other settings stopped here ({first}); rerun it with "

@@ -41,3 +41,6 @@ def test_other_settings_are_refused_not_mixed(tmp_path):
     with pytest.raises(ValueError, match="other settings stopped here"):
         Progress(tmp_path, {**SETTINGS, "n": 16})
     assert json.loads((tmp_path / PROGRESS_FILE).read_text().splitlines()[0])["settings"]["n"] == 2
+    (tmp_path / PROGRESS_FILE).write_text('{"step": "crop", "id": "q1"')  # no settings line at all
+    with pytest.raises(ValueError, match="other settings stopped here"):
+        Progress(tmp_path, SETTINGS)
