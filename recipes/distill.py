@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from actors.engine import Engine, Prompt, Sampling
 from actors.loop import Loop, Tokenizer
-from actors.rollout_actor import build_engine, engine_tokenizer, rollout_settings
+from actors.rollout_actor import ActorSpec, build_engine, engine_tokenizer, rollout_settings
 from mgpo.boxes import Box, parse_box
 from mgpo.cold_start import RECOGNITION_PROMPT, RECOGNITION_SYSTEM
 from mgpo.crop import crop_region, render_view, view_input_size
@@ -263,19 +263,41 @@ def best_paths(
 
 
 def asking(
-    model: str, data: str, n: int, budget: PixelBudget, bars: Bars, shuffle: bool
+    model: str,
+    data: str,
+    n: int,
+    budget: PixelBudget,
+    bars: Bars,
+    shuffle: bool,
+    reader: str,
 ) -> dict[str, object]:
     """What the answers depend on: a stopped distillation goes on only with the same (the engine may
     differ: both give the policy's own answers)."""
     pixels = [budget.min_pixels, budget.max_pixels]
     return {
         "model": model,
+        "reader": reader,
         "data": data,
         "n": n,
         "pixels": pixels,
         "bars": bars._asdict(),
         "shuffle": shuffle,
     }
+
+
+def read_whole(
+    policy: Engine,
+    records: Sequence[PromptRecord],
+    store: ImageStore,
+    budget: PixelBudget,
+    ask: Ask,
+    progress: Progress,
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Each question's pass rates without a crop (`no_crop_rates`) and the letter shares they guess by."""
+    direct = direct_replies(policy, records, store, budget, ask, progress=progress)
+    shares = letter_shares([pair for asked in direct.values() for pair in asked])
+    blind = direct_replies(policy, records, store, budget, ask, blind=True, progress=progress)
+    return no_crop_rates(direct, blind, shares), shares
 
 
 def distill(
@@ -287,46 +309,62 @@ def distill(
     budget: PixelBudget = PixelBudget(64 * 28 * 28, 256 * 28 * 28),
     bars: Bars = Bars(),
     shuffle: bool = True,
+    reader: str | None = None,
 ) -> dict[str, object]:
     """Write the SFT folder `out`: the multiple-choice questions of `data` the policy `model` solves, each
-    with its path (`paths.jsonl`), and `distill.json` (how many took 0, 1, 2 crops, per category)."""
+    with its path (`paths.jsonl`), and `distill.json` (how many took 0, 1, 2 crops, per category).
+    `reader`: the policy whose answers from the whole image (direct and blind) say where no crop is needed
+    (default `model`). RL in MGPO's two turns never asks its policy to answer from the whole image and wears
+    that reading down; the policy it started from still reads there (README, Results)."""
+    reader = reader or model
     source = open_store(data)
     records = [r for r in read_prompts(data) if r.kind is TaskKind.MULTIPLE_CHOICE]
     if not records:
         raise ValueError(f"{data}: no multiple-choice question to distill")
     folder = Path(out)
-    progress = Progress(folder, asking(model, data, n, budget, bars, shuffle))
+    progress = Progress(folder, asking(model, data, n, budget, bars, shuffle, reader))
     if progress.replies["direct"]:
         done = f"{len(progress.replies['direct'])} questions answered, {len(progress.crops)} cropped"
         print(f"distill: going on from {progress.path} ({done}, of {len(records)})", flush=True)
     work = ImageStore(folder / "work" / "images")  # the originals and the policy's crops as images
     for record in records:
         work.put_bytes(source.path(record.images[0]).read_bytes(), check=False)
-    spec = eval_spec(model, "mgpo", str(work.root), engine, budget, max_turn_tokens=64, n=1, temperature=1.0)
-    policy = build_engine(spec)
+    ask = functools.partial(variants, n=n, shuffle=shuffle)
     try:
-        ask = functools.partial(variants, n=n, shuffle=shuffle)
-        direct = direct_replies(policy, records, work, budget, ask, progress=progress)
-        shares = letter_shares([pair for asked in direct.values() for pair in asked])
-        blind = direct_replies(policy, records, work, budget, ask, blind=True, progress=progress)
-        rates = no_crop_rates(direct, blind, shares)
-        loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
-        paths, rates["crop"] = best_paths(loop, records, rates, budget, ask, bars, progress)
+        if reader != model:  # its own engine first and closed: a 7B and its reader may not both fit
+            judge = build_engine(policy_spec(reader, work, engine, budget))
+            try:
+                rates, shares = read_whole(judge, records, work, budget, ask, progress)
+            finally:
+                judge.close()
+        spec = policy_spec(model, work, engine, budget)
+        policy = build_engine(spec)
+        try:
+            if reader == model:
+                rates, shares = read_whole(policy, records, work, budget, ask, progress)
+            loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
+            paths, rates["crop"] = best_paths(loop, records, rates, budget, ask, bars, progress)
+        finally:
+            policy.close()
     finally:
-        policy.close()
         shutil.rmtree(work.root.parent)  # copies and cut-out crops: the folder keeps what it teaches
     kept = [r for r in records if r.id in paths]
     settings = {"n": n, "shuffle": shuffle, "bars": bars._asdict(), "letter_shares": shares}
     summary = _summary(records, paths, rates, settings)
-    meta = {"format": "mgpo-distilled", "source": data, "model": model, "max_crops": MAX_CROPS}
-    meta |= {"min_pixels": budget.min_pixels, "max_pixels": budget.max_pixels, **summary}
-    write_subset(folder, kept, source, meta)
+    meta = {"format": "mgpo-distilled", "source": data, "model": model, "reader": reader}
+    meta |= {"max_crops": MAX_CROPS, "min_pixels": budget.min_pixels, "max_pixels": budget.max_pixels}
+    write_subset(folder, kept, source, meta | summary)
     write_paths(folder, {r.id: paths[r.id] for r in kept})
     _write_rates(folder / RATES_FILE, records, rates)
     (folder / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
     progress.remove()  # the folder is whole: a rerun starts again
     print(json.dumps({"out": str(folder), **summary["looks"], "kept": len(kept), "questions": len(records)}))  # type: ignore[dict-item]
     return summary
+
+
+def policy_spec(model: str, work: ImageStore, engine: str, budget: PixelBudget) -> ActorSpec:
+    """How distillation asks a policy: its own samples (temperature 1), one per asking, MGPO's turns."""
+    return eval_spec(model, "mgpo", str(work.root), engine, budget, max_turn_tokens=64, n=1, temperature=1.0)
 
 
 def _write_rates(file: Path, records: Sequence[PromptRecord], rates: dict[str, dict[str, float]]) -> None:

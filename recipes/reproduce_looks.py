@@ -8,9 +8,9 @@
    zoom, never the combined task; its settle (configs/reproduce/settle.yaml over it: the turn-1 format
    examples' boxes on the question's tag, as in `mgpo reproduce`); then MGPO RL (looks-mgpo.yaml) from it
    on questions that need a crop (MGPO_LOOKS): the two-turn policy, the teacher of the crops.
-3. `mgpo data distill` from it: each distill question's way the policy solves it (no crop where it reads the
-   detail from the whole image better than a guess and than a crop, else a crop, else a crop of the crop)
-   in the multi-turn format.
+3. `mgpo data distill` from it: each distill question's way the policy solves it (no crop where the settle,
+   its reader, reads the detail from the whole image better than a guess and than the policy's crop, else
+   a crop, else a crop of the crop) in the multi-turn format.
 4. `mgpo sft` (looks-sft.yaml) of the MGPO policy on those paths: the autonomous format.
 5. Multi-turn RL (looks-multiturn.yaml) from there: same steps, prompts and settings as stage 2.
 6. `mgpo eval` on the test split: MGPO in its two turns, the SFT and RL policies in the multi-turn mode
@@ -72,6 +72,10 @@ def reproduce_looks(out: str = "out/reproduce-looks", smoke: bool = False) -> di
     distilled = root / "distilled"
     command = ("data", "distill", "--model", str(mgpo), "--data", str(data["distill"]))
     command += ("--out", str(distilled), "--n", str(plan.distill_n), *BUDGET)
+    # where no crop is needed, the settle says: MGPO on crops alone wore its policy's reading of the whole
+    # view down (look0 diagonal stripes, settle 0.86-1.00 -> MGPO 0.35-0.67; README, Results), and its
+    # direct paths restore that reading in the student
+    command += ("--reader", str(settled))
     if not knobs.shuffle_options:  # a policy that learned fixed orders is asked in them
         command += ("--keep-option-order",)
     stages.run("distill", distilled / "distill.json", lambda: run_mgpo(*command))

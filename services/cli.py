@@ -213,6 +213,7 @@ def cmd_data_distill(args: argparse.Namespace) -> int:
             budget=PixelBudget(args.min_pixels, args.max_pixels),
             bars=bars,
             shuffle=not args.keep_option_order,
+            reader=args.reader,
         )
     except ValueError as err:
         print(f"mgpo data distill: {err}", file=sys.stderr)
@@ -442,6 +443,12 @@ def _distill_command(data: Subparsers) -> None:
     distill.add_argument("--model", required=True, help="an MGPO-trained policy (HF folder, e.g. RUN/final)")
     distill.add_argument("--data", required=True, help="a dataset folder of multiple-choice questions")
     distill.add_argument("--out", required=True, help="the SFT folder to write (paths.jsonl)")
+    distill.add_argument(
+        "--reader",
+        default=None,
+        help="the policy whose answers from the whole image say where no crop is needed (default: --model; "
+        "e.g. the policy MGPO started from, which still reads there)",
+    )
     distill.add_argument("--n", type=int, default=8, help="samples per question and way (default 8)")
     distill.add_argument(
         "--direct-bar", type=float, default=0.5, help="pass rate that makes a direct answer (default 0.5)"

@@ -1,24 +1,28 @@
 """`mgpo data distill` on a real policy (the pinned demo cold start, HF engine), then `mgpo sft` on the
 multi-turn paths it wrote; and the option variants that keep a blind letter guess from passing."""
 
+import functools
 import json
 from collections import Counter
 
 import pytest
 
+from actors.rollout_actor import build_engine
 from learner.sft import _examples, look_examples
 from mgpo.boxes import Box, BoxRule, parse_box
 from mgpo.crop import crop_region, full_region, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_subset, write_synthetic
 from mgpo.data.distill import Bars, LookPath, answer_turn, crop_request, read_paths, write_paths
+from mgpo.images import ImageStore
 from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import PixelBudget
-from recipes.distill import asking, distill, variants
+from recipes.distill import asking, distill, policy_spec, read_whole, variants
 from recipes.distill_progress import PROGRESS_FILE, Progress
 from runtime.config import load_sft_config
 from services.cli import main
 
 COLD_START = "models/demo-cold-start"
+RL_START = "models/demo-rl-start"  # the cold start settled: another policy, same shapes
 BUDGET = PixelBudget(224 * 224, 224 * 224)
 
 
@@ -86,7 +90,7 @@ def test_a_stopped_distillation_goes_on_from_its_progress(tmp_path):
     write_synthetic(data, 6, 7, knobs=knobs, image_format="png", progress=False)
     records = list(read_prompts(data))
     bars = Bars(direct=1.0, blind_margin=0.0, crop=1.0)
-    progress = Progress(out, asking(COLD_START, str(data), 8, BUDGET, bars, False))
+    progress = Progress(out, asking(COLD_START, str(data), 8, BUDGET, bars, False, COLD_START))
     for record in records:
         progress.add_replies("direct", record.id, [answer_turn(record.answer)] * 8)
         progress.add_replies("blind", record.id, [answer_turn("Z")] * 8)
@@ -103,6 +107,46 @@ def test_a_stopped_distillation_goes_on_from_its_progress(tmp_path):
     }
     assert rates[records[0].id]["crop"] == 0.625 and all(r["direct"] == 1.0 for r in rates.values())
     assert not (out / PROGRESS_FILE).exists()  # the folder is whole: a rerun starts again
+
+
+@pytest.mark.slow
+def test_the_reader_answers_from_the_whole_image_and_the_policy_crops(tmp_path):
+    """With `reader`, the direct and blind rates are the reader's own answers (the same seeded askings
+    through its engine), and the crop rates the policy's: a crop bar of 0 keeps a crop path wherever the
+    policy solved one."""
+    data, out = tmp_path / "data", tmp_path / "distilled"
+    knobs = load_sft_config("configs/demo/cold-start.yaml").data.knobs()
+    write_synthetic(data, 3, 7, knobs=knobs, image_format="png", progress=False)
+    bars = Bars(direct=1.0, blind_margin=1.0, crop=0.0)
+    summary = distill(
+        COLD_START,
+        str(data),
+        str(out),
+        n=4,
+        engine="hf",
+        budget=BUDGET,
+        bars=bars,
+        shuffle=False,
+        reader=RL_START,
+    )
+    rates = [json.loads(line) for line in (out / "rates.jsonl").read_text().splitlines()]
+    store = ImageStore(tmp_path / "store")
+    records = list(read_prompts(data))
+    for record in records:
+        store.put_bytes(open_store(data).path(record.images[0]).read_bytes(), check=False)
+    reader = build_engine(policy_spec(RL_START, store, "hf", BUDGET))
+    try:
+        ask = functools.partial(variants, n=4, shuffle=False)
+        progress = Progress(tmp_path / "again", {"reader": RL_START})
+        own, shares = read_whole(reader, records, store, BUDGET, ask, progress)
+    finally:
+        reader.close()
+    assert [r["direct"] for r in rates] == [own["direct"][r.id] for r in records]
+    assert [r["blind"] for r in rates] == [own["blind"][r.id] for r in records]
+    assert summary["letter_shares"] == shares
+    meta = json.loads((out / "dataset.json").read_text())
+    assert (meta["model"], meta["reader"]) == (COLD_START, RL_START)
+    assert all(r["crop"] > 0 for r in rates if r["id"] in read_paths(out))
 
 
 @pytest.mark.slow

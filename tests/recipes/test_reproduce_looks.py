@@ -52,6 +52,12 @@ def test_the_smoke_looks_experiment_runs_every_stage_and_resumes(tmp_path):
     assert {r.category for r in read_prompts(out / "data" / "mgpo")} <= {"look1", "look2"}
     train = [r.id for r in read_prompts(out / "data" / "train")]
     assert [r.id for r in read_prompts(out / "data" / "distill")][: len(train)] == train
+    distilled = json.loads((out / "distilled" / "dataset.json").read_text())
+    # the MGPO policy crops; the settle, which MGPO started from, says where no crop is needed
+    assert (distilled["model"], distilled["reader"]) == (
+        str(out / "looks-mgpo" / "final"),
+        str(out / "looks-settle" / "model"),
+    )
     result = json.loads((out / "eval" / "mgpo.json").read_text())
     assert result["questions"] == 3 and result["mode"] == "mgpo"
     assert "| MGPO (two turns) | all (3) |" in (out / "results.md").read_text()
