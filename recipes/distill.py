@@ -10,6 +10,9 @@ every time. A pass rate is the share of the `n` answers that named the right opt
 - letter: what naming letters at the shares the policy names them over the whole set scores: a guess that
   a kind of image draws (blurring changes the image, so `blind` misses it);
 - crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop.
+The first three may come from another policy, the reader (`distill(reader=...)`, `--reader`): MGPO's RL
+never asks for an answer from the whole image and wears that reading down, so the policy it started from
+says better where no crop is needed.
 `first_way` (the bars, against the higher of the two guesses) picks a direct answer or the first solved
 sample's own box, its crop and the answer; where neither clears its bar, a crop of the crop: the policy's most
 frequent first crop, cut out and given to it as the image of new MGPO rollouts; a box there and a right
