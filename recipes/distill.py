@@ -10,6 +10,10 @@ every time. A pass rate is the share of the `n` answers that named the right opt
 - letter: what naming letters at the shares the policy names them over the whole set scores: a guess that
   a kind of image draws (blurring changes the image, so `blind` misses it);
 - crop: its MGPO rollouts (turn 1 box, turn 2 answer), right with a valid crop.
+Where a crop would be the path, `crop_blind`: the same rollouts with every crop blurred past reading
+(`BlindCrops`), or the letter rate if higher: what a guess after the crop scores. A crop path must beat it
+by `bars.crop_margin`, as a direct answer must beat a guess; a crop of the crop likewise, on the crop. A
+crop shows a kind of image the whole view does not, and a policy may answer it with a favourite value.
 The first three may come from another policy, the reader (`distill(reader=...)`, `--reader`): MGPO's RL
 never asks for an answer from the whole image and wears that reading down, so the policy it started from
 says better where no crop is needed.
@@ -20,7 +24,7 @@ answer often enough gives two crops.
 Questions solved by none are left out (counted). Each path's boxes are in pixels of the view they cut from,
 as the multi-turn loop reads them, and its regions are the loop's own (`crop_region`), so SFT on the folder
 teaches exactly the tokens and pixels RL with `rollout.mode: multiturn` will produce. `rates.jsonl` keeps
-every question's four rates, kept or not, and `distill.json` their means per category: how much a look
+every question's rates, kept or not, and `distill.json` their means per category: how much a look
 adds, category by category. A stopped distillation goes on where it was when run again with the same
 settings (`recipes.distill_progress`).
 """
@@ -37,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PIL import ImageFilter
+from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from actors.engine import Engine, Prompt, Sampling
@@ -192,22 +196,26 @@ def one_crop_path(
 
 
 def two_crop_path(
-    loop: Loop,
+    loops: Loops,
     record: PromptRecord,
     samples: Sequence[TrajectorySample],
     budget: PixelBudget,
     ask: Ask,
-    bar: float,
+    bars: Bars,
+    letter: float,
 ) -> LookPath | None:
-    """The policy's most frequent crop, given to it as a new image; solved there often enough, two crops."""
+    """The policy's most frequent crop, given to it as a new image; solved there often enough, and more
+    often than with its crops blurred (or at its `letter` rate), two crops."""
+    loop = loops.sharp
     first = _most_common_first(samples)
     if first is None:
         return None
     region = first.views[1].region
     assert region is not None
     sub = dataclasses.replace(record, images=(_crop_image(loop.store, record.images[0], region),))
-    sample = _passes(mgpo_samples(loop, sub, ask), bar)
-    if sample is None:
+    again = mgpo_samples(loop, sub, ask)
+    sample = _passes(again, bars.crop)
+    if sample is None or crop_rate(again) - (loops.guess(sub, ask, letter) or 0.0) < bars.crop_margin:
         return None
     original = loop.original_size(record.images[0])
     seen = view_input_size(original, region, budget)  # the crop's input size: the sub-image's
@@ -229,40 +237,69 @@ def crop_rate(samples: Sequence[TrajectorySample]) -> float:
     return sum(_solved(s) for s in samples) / len(samples) if samples else 0.0
 
 
+class BlindCrops(Loop):
+    """The loop with every crop blurred past reading (BLUR_RADIUS; the whole view as it is): what the policy
+    answers after a crop without its detail, a guess at the kind of image the crop shows."""
+
+    def _render(self, digest: str, region: Box | None = None) -> Image.Image:
+        view = super()._render(digest, region)
+        return view if region is None else view.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
+
+
+@dataclasses.dataclass
+class Loops:
+    """The policy's MGPO loop, and the same with its crops blurred (None: `bars.crop_margin` is 0)."""
+
+    sharp: Loop
+    blind: Loop | None
+
+    def guess(self, record: PromptRecord, ask: Ask, letter: float) -> float | None:
+        """What a crop path scores by guessing: the blurred crops' pass rate or the `letter` rate, whichever
+        is higher (None: not asked)."""
+        if self.blind is None:
+            return None
+        return max(crop_rate(mgpo_samples(self.blind, record, ask)), letter)
+
+
 def best_paths(
-    loop: Loop,
+    loops: Loops,
     records: Sequence[PromptRecord],
     rates: dict[str, dict[str, float]],
     budget: PixelBudget,
     ask: Ask,
     bars: Bars,
     progress: Progress,
-) -> tuple[dict[str, LookPath], dict[str, float]]:
-    """Each question's path by `first_way` (none: left out), and its one-crop pass rate (rolled out for every
-    question, so `first_way` can weigh a crop against a direct answer and `rates.jsonl` tells what it adds).
+) -> tuple[dict[str, LookPath], dict[str, float], dict[str, float | None]]:
+    """Each question's path by `first_way` (none: left out), its one-crop pass rate (rolled out for every
+    question, so `first_way` can weigh a crop against a direct answer and `rates.jsonl` tells what it adds)
+    and, where a crop would be its path, what a guess scores after the crop (`Loops.guess`; else None).
     `rates`: each question's direct, blind and letter rates (`no_crop_rates`). Questions in `progress` are
     not asked again; each new one is added to it."""
-    paths, crops = {}, {}
+    paths, crops, guesses = {}, {}, {}
     for record in tqdm(records, desc="distill", unit="question"):
         if record.id in progress.crops:
-            crops[record.id], done = progress.crops[record.id]
+            crops[record.id], guesses[record.id], done = progress.crops[record.id]
             if done is not None:
                 paths[record.id] = done
             continue
-        samples = mgpo_samples(loop, record, ask)
-        crops[record.id] = crop_rate(samples)
-        guess = max(rates["blind"][record.id], rates["letter"][record.id])
-        way = first_way(rates["direct"][record.id], guess, crops[record.id], bars)
+        samples = mgpo_samples(loops.sharp, record, ask)
+        crop, letter = crop_rate(samples), rates["letter"][record.id]
+        direct, guess = rates["direct"][record.id], max(rates["blind"][record.id], letter)
+        guesses[record.id] = None
+        if first_way(direct, guess, crop, bars) == 1:  # a crop would be its path: is it a reading?
+            guesses[record.id] = loops.guess(record, ask, letter)
+        way = first_way(direct, guess, crop, bars, guesses[record.id] or 0.0)
         if way == 0:
             path: LookPath | None = LookPath((answer_turn(record.answer),), ())
         elif way == 1:
-            path = one_crop_path(loop, record, samples, budget)
+            path = one_crop_path(loops.sharp, record, samples, budget)
         else:
-            path = two_crop_path(loop, record, samples, budget, ask, bars.crop)
+            path = two_crop_path(loops, record, samples, budget, ask, bars, letter)
         if path is not None:
             paths[record.id] = path
-        progress.add_crop(record.id, crops[record.id], path)
-    return paths, crops
+        crops[record.id] = crop
+        progress.add_crop(record.id, crop, guesses[record.id], path)
+    return paths, crops, guesses
 
 
 def asking(
@@ -345,8 +382,11 @@ def distill(
         try:
             if reader == model:
                 rates, shares = read_whole(policy, records, work, budget, ask, progress)
-            loop = Loop(policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
-            paths, rates["crop"] = best_paths(loop, records, rates, budget, ask, bars, progress)
+            args = (policy, Tokenizer(engine_tokenizer(policy)), work, rollout_settings(spec), "distill")
+            loops = Loops(Loop(*args), BlindCrops(*args) if bars.crop_margin else None)
+            paths, rates["crop"], rates["crop_blind"] = best_paths(
+                loops, records, rates, budget, ask, bars, progress
+            )
         finally:
             policy.close()
     finally:
@@ -370,7 +410,9 @@ def policy_spec(model: str, work: ImageStore, engine: str, budget: PixelBudget) 
     return eval_spec(model, "mgpo", str(work.root), engine, budget, max_turn_tokens=64, n=1, temperature=1.0)
 
 
-def _write_rates(file: Path, records: Sequence[PromptRecord], rates: dict[str, dict[str, float]]) -> None:
+def _write_rates(
+    file: Path, records: Sequence[PromptRecord], rates: dict[str, dict[str, float | None]]
+) -> None:
     """Every question's pass rates, kept or not: what the bars chose from."""
     with open(file, "w") as out:
         for r in records:
@@ -381,21 +423,22 @@ def _write_rates(file: Path, records: Sequence[PromptRecord], rates: dict[str, d
 def _summary(
     records: Sequence[PromptRecord],
     paths: dict[str, LookPath],
-    rates: dict[str, dict[str, float]],
+    rates: dict[str, dict[str, float | None]],
     settings: dict[str, object],
 ) -> dict[str, object]:
     by_category: dict[str, Counter[str]] = {}
-    totals: dict[str, dict[str, float]] = {}
+    asked: dict[str, dict[str, list[float]]] = {}  # per category and way: the rates measured
     for r in records:
         category = r.category or "-"
         taken = f"look{paths[r.id].looks}" if r.id in paths else "unsolved"
         by_category.setdefault(category, Counter())[taken] += 1
         for way, rate in rates.items():
-            totals.setdefault(category, {}).setdefault(way, 0.0)
-            totals[category][way] += rate[r.id]
+            measured = asked.setdefault(category, {}).setdefault(way, [])
+            if rate[r.id] is not None:  # a crop's guess is asked only where a crop would be the path
+                measured.append(rate[r.id])  # type: ignore[arg-type]
     mean_rates = {
-        c: {way: round(total / sum(by_category[c].values()), 3) for way, total in ways.items()}
-        for c, ways in sorted(totals.items())
+        c: {way: round(sum(v) / len(v), 3) if v else None for way, v in ways.items()}
+        for c, ways in sorted(asked.items())
     }
     return {
         "questions": len(records),

@@ -2,7 +2,8 @@
 
 Distillation asks every question 3 x n times before it writes anything (on a 7B over thousands of
 questions, hours). `progress.jsonl` in the output folder gets one line per question and step as each
-finishes: its direct and blind replies, then its one-crop pass rate and path (or none). Its first line is
+finishes: its direct and blind replies, then its one-crop pass rate, what a guess scores after the crop
+(where asked) and its path (or none). Its first line is
 the settings the answers depend on: a rerun with other settings is refused rather than mixing them. The
 file is removed when the folder is written. A line cut short by the stop is asked again.
 """
@@ -24,7 +25,7 @@ class Progress:
     def __init__(self, folder: Path, settings: dict[str, object]) -> None:
         self.path = folder / PROGRESS_FILE
         self.replies: dict[str, dict[str, list[str]]] = {"direct": {}, "blind": {}}
-        self.crops: dict[str, tuple[float, LookPath | None]] = {}
+        self.crops: dict[str, tuple[float, float | None, LookPath | None]] = {}
         settings = json.loads(json.dumps(settings))  # as it reads back: tuples become lists
         if self.path.exists():
             self._read(settings)
@@ -49,7 +50,8 @@ class Progress:
                 step, record_id = item["step"], str(item["id"])
                 if step == "crop":
                     path = path_from_json({"id": record_id, **item["path"]})[1] if item["path"] else None
-                    self.crops[record_id] = (float(item["rate"]), path)
+                    guess = None if item["guess"] is None else float(item["guess"])
+                    self.crops[record_id] = (float(item["rate"]), guess, path)
                 else:
                     self.replies[step][record_id] = [str(r) for r in item["replies"]]
             except (ValueError, KeyError, TypeError, AttributeError):
@@ -59,12 +61,12 @@ class Progress:
         self.replies[step][record_id] = replies
         self._append({"step": step, "id": record_id, "replies": replies})
 
-    def add_crop(self, record_id: str, rate: float, path: LookPath | None) -> None:
-        self.crops[record_id] = (rate, path)
+    def add_crop(self, record_id: str, rate: float, guess: float | None, path: LookPath | None) -> None:
+        self.crops[record_id] = (rate, guess, path)
         line = path_json(record_id, path) if path is not None else None
         if line is not None:
             del line["id"]
-        self._append({"step": "crop", "id": record_id, "rate": rate, "path": line})
+        self._append({"step": "crop", "id": record_id, "rate": rate, "guess": guess, "path": line})
 
     def _append(self, item: dict[str, object]) -> None:
         with open(self.path, "a") as out:

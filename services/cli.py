@@ -196,10 +196,10 @@ def cmd_data_distill(args: argparse.Namespace) -> int:
     from mgpo.data.distill import Bars
     from recipes.distill import distill
 
-    bars = Bars(args.direct_bar, args.blind_margin, args.crop_bar)
+    bars = Bars(args.direct_bar, args.blind_margin, args.crop_bar, args.crop_margin)
     if not all(0.0 <= v <= 1.0 for v in bars):
         print(
-            "mgpo data distill: --direct-bar, --blind-margin and --crop-bar are pass rates in 0..1",
+            "mgpo data distill: --direct-bar, --blind-margin, --crop-bar and --crop-margin are pass rates in 0..1",
             file=sys.stderr,
         )
         return 2
@@ -461,6 +461,13 @@ def _distill_command(data: Subparsers) -> None:
     )
     distill.add_argument(
         "--crop-bar", type=float, default=0.5, help="pass rate that makes a crop path (default 0.5)"
+    )
+    distill.add_argument(
+        "--crop-margin",
+        type=float,
+        default=0.25,
+        help="and how much it must beat a guess's: with the crops blurred, or the letter shares' "
+        "(default 0.25; 0: not asked)",
     )
     distill.add_argument(
         "--keep-option-order",

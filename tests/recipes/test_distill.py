@@ -6,17 +6,19 @@ import json
 from collections import Counter
 
 import pytest
+from PIL import Image, ImageFilter
 
-from actors.rollout_actor import build_engine
+from actors.loop import Tokenizer
+from actors.rollout_actor import build_engine, engine_tokenizer, rollout_settings
 from learner.sft import _examples, look_examples
 from mgpo.boxes import Box, BoxRule, parse_box
-from mgpo.crop import crop_region, full_region, view_input_size
+from mgpo.crop import crop_region, full_region, render_view, view_input_size
 from mgpo.data.dataset import open_store, read_prompts, write_subset, write_synthetic
 from mgpo.data.distill import Bars, LookPath, answer_turn, crop_request, read_paths, write_paths
 from mgpo.images import ImageStore
 from mgpo.records import PromptRecord, TaskKind
 from mgpo.resize import PixelBudget
-from recipes.distill import asking, distill, policy_spec, read_whole, variants
+from recipes.distill import BLUR_RADIUS, BlindCrops, asking, distill, policy_spec, read_whole, variants
 from recipes.distill_progress import PROGRESS_FILE, Progress
 from runtime.config import load_sft_config
 from services.cli import main
@@ -49,7 +51,7 @@ def test_distilled_paths_are_the_loops_own_crops(tmp_path):
         n=8,
         engine="hf",
         budget=BUDGET,
-        bars=Bars(direct=1.0, blind_margin=1.0, crop=0.0),
+        bars=Bars(direct=1.0, blind_margin=1.0, crop=0.0, crop_margin=0.0),
         shuffle=False,
     )
     paths = read_paths(sft)
@@ -89,7 +91,7 @@ def test_a_stopped_distillation_goes_on_from_its_progress(tmp_path):
     knobs = load_sft_config("configs/demo/cold-start.yaml").data.knobs()
     write_synthetic(data, 6, 7, knobs=knobs, image_format="png", progress=False)
     records = list(read_prompts(data))
-    bars = Bars(direct=1.0, blind_margin=0.0, crop=1.0)
+    bars = Bars(direct=1.0, blind_margin=0.0, crop=1.0, crop_margin=0.0)
     progress = Progress(out, asking(COLD_START, str(data), 8, BUDGET, bars, False, COLD_START))
     for record in records:
         progress.add_replies("direct", record.id, [answer_turn(record.answer)] * 8)
@@ -97,7 +99,7 @@ def test_a_stopped_distillation_goes_on_from_its_progress(tmp_path):
     seeded = LookPath(
         (crop_request(Box(0, 0, 56, 56), 1), answer_turn(records[0].answer)), (Box(0, 0, 64, 64),)
     )
-    progress.add_crop(records[0].id, 0.625, seeded)
+    progress.add_crop(records[0].id, 0.625, None, seeded)
     distill(COLD_START, str(data), str(out), n=8, engine="hf", budget=BUDGET, bars=bars, shuffle=False)
     paths = read_paths(out)
     assert paths[records[0].id] == seeded
@@ -113,16 +115,16 @@ def test_a_stopped_distillation_goes_on_from_its_progress(tmp_path):
 def test_the_reader_answers_from_the_whole_image_and_the_policy_crops(tmp_path):
     """With `reader`, the direct and blind rates are the reader's own answers (the same seeded askings
     through its engine), and the crop rates the policy's: a crop bar of 0 keeps a crop path wherever the
-    policy solved one."""
+    policy solved one, if it beats a guess after the crop by the crop margin (asked only there)."""
     data, out = tmp_path / "data", tmp_path / "distilled"
     knobs = load_sft_config("configs/demo/cold-start.yaml").data.knobs()
-    write_synthetic(data, 3, 7, knobs=knobs, image_format="png", progress=False)
+    write_synthetic(data, 6, 7, knobs=knobs, image_format="png", progress=False)
     bars = Bars(direct=1.0, blind_margin=1.0, crop=0.0)
     summary = distill(
         COLD_START,
         str(data),
         str(out),
-        n=4,
+        n=8,
         engine="hf",
         budget=BUDGET,
         bars=bars,
@@ -136,7 +138,7 @@ def test_the_reader_answers_from_the_whole_image_and_the_policy_crops(tmp_path):
         store.put_bytes(open_store(data).path(record.images[0]).read_bytes(), check=False)
     reader = build_engine(policy_spec(RL_START, store, "hf", BUDGET))
     try:
-        ask = functools.partial(variants, n=4, shuffle=False)
+        ask = functools.partial(variants, n=8, shuffle=False)
         progress = Progress(tmp_path / "again", {"reader": RL_START})
         own, shares = read_whole(reader, records, store, BUDGET, ask, progress)
     finally:
@@ -146,7 +148,30 @@ def test_the_reader_answers_from_the_whole_image_and_the_policy_crops(tmp_path):
     assert summary["letter_shares"] == shares
     meta = json.loads((out / "dataset.json").read_text())
     assert (meta["model"], meta["reader"]) == (COLD_START, RL_START)
-    assert all(r["crop"] > 0 for r in rates if r["id"] in read_paths(out))
+    paths = read_paths(out)
+    asked = [r for r in rates if r["crop"] > 0]  # a crop bar of 0: wherever a crop solved one
+    assert asked and all(r["crop_blind"] >= r["letter"] for r in asked)
+    assert all(r["crop_blind"] is None for r in rates if r["crop"] == 0)
+    kept = {r["id"] for r in asked if r["crop"] - r["crop_blind"] >= bars.crop_margin}
+    assert {q for q, path in paths.items() if path.looks == 1} == kept
+
+
+def test_blind_crops_blur_every_crop_and_leave_the_whole_view(tmp_path):
+    store = ImageStore(tmp_path / "store")
+    digest = store.put_image(Image.effect_noise((448, 448), 64).convert("RGB"))
+    policy = build_engine(policy_spec(COLD_START, store, "hf", BUDGET))
+    try:
+        spec = policy_spec(COLD_START, store, "hf", BUDGET)
+        blind = BlindCrops(policy, Tokenizer(engine_tokenizer(policy)), store, rollout_settings(spec))
+        region = Box(0, 0, 224, 224)
+        sharp = render_view(store.get(digest), region, BUDGET)
+        assert (
+            blind._render(digest, region).tobytes()
+            == sharp.filter(ImageFilter.GaussianBlur(BLUR_RADIUS)).tobytes()
+        )
+        assert blind._render(digest).tobytes() == render_view(store.get(digest), None, BUDGET).tobytes()
+    finally:
+        policy.close()
 
 
 @pytest.mark.slow

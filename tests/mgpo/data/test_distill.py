@@ -100,8 +100,21 @@ def test_the_way_is_the_better_of_reading_and_cropping_and_a_guess_is_no_reading
 
 
 def test_bars_at_zero_still_need_a_solved_sample():
-    floor = Bars(direct=0.0, blind_margin=0.0, crop=0.0)
+    floor = Bars(direct=0.0, blind_margin=0.0, crop=0.0, crop_margin=0.0)
     assert first_way(0.0, 0.0, 0.0, floor) is None and first_way(0.0, 0.0, 0.125, floor) == 1
+
+
+@pytest.mark.parametrize(
+    ("crop", "crop_blind", "way"),
+    [
+        (0.75, 0.25, 1),  # right after the crop 0.5 more often than with it blurred: a reading
+        (0.75, 0.625, None),  # the crop draws a favourite answer blurred too: no reading, try a crop of it
+    ],
+)
+def test_a_crop_must_beat_a_guess_after_the_crop(crop, crop_blind, way):
+    bars = Bars(direct=0.5, blind_margin=0.25, crop=0.5, crop_margin=0.25)
+    assert first_way(0.0, 0.0, crop, bars, crop_blind) == way
+    assert first_way(0.625, 0.0, crop, bars, crop_blind) == (1 if way else 0)  # else the whole view read
 
 
 def test_a_letter_a_kind_of_image_draws_scores_as_a_guess_not_a_reading():
