@@ -66,6 +66,7 @@ def test_the_probe_rolls_out_the_runs_loop_and_writes_a_row_per_category(tiny_sm
     # seed 2: one question of each category (look0, look2, look1)
     write_synthetic(tmp_path / "data", 3, 2, task="looks", knobs=knobs, progress=False)
     changes = {"model": {"path": str(tiny_small)}, "data": {"path": str(tmp_path / "data")}}
+    changes["rollout"] = {"direct_bonus": 0.3}  # not the default: the probe must take the run's
     config = write_config(CONFIGS / "reproduce" / "looks-multiturn.yaml", tmp_path / "run.yaml", changes)
     out = tmp_path / "probe.json"
     command = [sys.executable, "benchmarks/looks_decision_probe.py", "--config", str(config), "--n", "2"]
@@ -74,7 +75,7 @@ def test_the_probe_rolls_out_the_runs_loop_and_writes_a_row_per_category(tiny_sm
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert report["direct_bonus"] == 0.2 and report["invalid_crop"] == "end" and report["n"] == 2
+    assert report["direct_bonus"] == 0.3 and report["invalid_crop"] == "end" and report["n"] == 2
     assert report["top_p"] == 0.8 and report["scale_rewards"] is False  # the run's, as its learner uses
     assert set(report["categories"]) == {"look0", "look1", "look2"}
     for rows in report["categories"].values():
