@@ -10,7 +10,7 @@
    on questions that need a crop (MGPO_LOOKS): the two-turn policy, the teacher of the crops.
 3. `mgpo data distill` from it: each distill question's way the policy solves it (no crop where the settle,
    its reader, reads the detail from the whole image better than a guess and than the policy's crop, else
-   a crop, else a crop of the crop) in the multi-turn format.
+   a crop that beats a guess after the crop, else a crop of the crop) in the multi-turn format.
 4. `mgpo sft` (looks-sft.yaml) of the MGPO policy on those paths: the autonomous format.
 5. Multi-turn RL (looks-multiturn.yaml) from there: same steps, prompts and settings as stage 2.
 6. `mgpo eval` on the test split: MGPO in its two turns, the SFT and RL policies in the multi-turn mode
