@@ -156,12 +156,13 @@ def test_the_reader_answers_from_the_whole_image_and_the_policy_crops(tmp_path):
     assert {q for q, path in paths.items() if path.looks == 1} == kept
 
 
+@pytest.mark.slow
 def test_blind_crops_blur_every_crop_and_leave_the_whole_view(tmp_path):
     store = ImageStore(tmp_path / "store")
     digest = store.put_image(Image.effect_noise((448, 448), 64).convert("RGB"))
-    policy = build_engine(policy_spec(COLD_START, store, "hf", BUDGET))
+    spec = policy_spec(COLD_START, store, "hf", BUDGET)
+    policy = build_engine(spec)
     try:
-        spec = policy_spec(COLD_START, store, "hf", BUDGET)
         blind = BlindCrops(policy, Tokenizer(engine_tokenizer(policy)), store, rollout_settings(spec))
         region = Box(0, 0, 224, 224)
         sharp = render_view(store.get(digest), region, BUDGET)
